@@ -1,0 +1,29 @@
+//! The types that tokenwatch's stages exchange, and the decoders that make
+//! them. Pure code: no I/O, no async runtime, no Kafka, so it can be fuzzed
+//! and property-tested in isolation.
+//!
+//! # Layout
+//!
+//! - [`event`]: the canonical API-call [`Event`] (SPEC §3) and its JSON form.
+//! - [`time`]: event-time parsing (RFC 3339, epoch ms) and formatting.
+//! - [`columns`]: the Arrow schema of an event and the conversion between
+//!   `[Event]` and a `RecordBatch`.
+//! - [`batch`]: [`EventBatch`], a `RecordBatch` plus where each row came from
+//!   (topic, partition, offset), the unit that flows between stages.
+//! - [`decode`]: decoders from input formats into events, with a small
+//!   [`DecodeError`] enum that names the reason a record is dead-lettered.
+//! - [`fingerprint`]: the keyed hash that replaces a raw token secret, so a
+//!   secret never travels past the decoder.
+
+pub mod batch;
+pub mod columns;
+pub mod decode;
+pub mod event;
+pub mod fingerprint;
+pub mod time;
+
+pub use batch::{EventBatch, Origin};
+pub use columns::{ColumnsError, event_schema, events_to_record_batch, record_batch_to_events};
+pub use decode::{DecodeError, Decoded, Format, Secret};
+pub use event::Event;
+pub use fingerprint::Fingerprinter;
