@@ -1,1 +1,92 @@
+//! Ingest: reads API-call records from Kafka (or files, for replay), decodes
+//! them into [`EventBatch`](schemas::EventBatch)es, dead-letters what cannot
+//! be decoded, and stores a Kafka offset only after downstream has
+//! acknowledged the batch that holds it (at-least-once).
+//!
+//! # Layout
+//!
+//! - [`config`]: [`IngestConfig`], the `[ingest]` config section, and its
+//!   validation.
+//! - [`batcher`]: [`BatchBuilder`], decoding records into a batch until it
+//!   is full or its linger expires; shared by both sources.
+//! - [`ack`]: [`Ack`] handles and the [`OffsetTracker`] that turns
+//!   out-of-order batch acknowledgements into contiguous offsets to store.
+//! - [`kafka`]: [`KafkaSource`], the consumer group, rebalance logging and
+//!   the dead-letter producer.
+//! - [`file`]: [`FileSource`], NDJSON from files or stdin.
+//! - [`metrics`]: [`IngestMetrics`], counters updated once per batch.
 
+pub mod ack;
+pub mod batcher;
+pub mod config;
+pub mod file;
+pub mod kafka;
+pub mod metrics;
+
+pub use ack::{Ack, OffsetTracker};
+pub use batcher::BatchBuilder;
+pub use config::{IngestConfig, StartFrom};
+pub use file::FileSource;
+pub use kafka::{KafkaSource, dead_letter_headers};
+pub use metrics::IngestMetrics;
+
+use schemas::{EventBatch, Secret};
+
+/// A decoded batch on its way downstream, with the handle that acknowledges
+/// it. Call [`Ack::done`] once the batch's decisions have been handed on;
+/// dropping the handle instead leaves its offsets unstored, so the records
+/// are read again after a restart.
+#[derive(Debug)]
+pub struct Delivery {
+    pub batch: EventBatch,
+    /// Raw secrets carried by some records, by row. Only the revoker's
+    /// in-memory handle store may keep them.
+    pub secrets: Vec<(usize, Secret)>,
+    pub ack: Ack,
+}
+
+/// Errors building a source from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid ingest config: {}", .0.join("; "))]
+    Config(Vec<String>),
+    #[error("cannot create the Kafka {client}: {source}")]
+    Kafka {
+        client: &'static str,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("cannot subscribe to topics {topics:?}: {source}")]
+    Subscribe {
+        topics: Vec<String>,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Errors that stop a running source.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "cannot write a record from {topic}/{partition}@{offset} to the dead-letter topic {dlq}: {source}"
+    )]
+    DeadLetter {
+        dlq: String,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("Kafka consumer failed: {0}")]
+    Consume(rdkafka::error::KafkaError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot convert a batch to Arrow: {0}")]
+    Columns(#[from] schemas::ColumnsError),
+}

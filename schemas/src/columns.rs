@@ -7,8 +7,8 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
     Array, ArrayRef, Float64Array, Float64Builder, RecordBatch, StringArray, StringBuilder,
-    TimestampMillisecondArray, TimestampMillisecondBuilder, UInt16Array, UInt16Builder, UInt32Array,
-    UInt32Builder, UInt64Array, UInt64Builder,
+    TimestampMillisecondArray, TimestampMillisecondBuilder, UInt16Array, UInt16Builder,
+    UInt32Array, UInt32Builder, UInt64Array, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -21,7 +21,11 @@ pub enum ColumnsError {
     #[error("record batch does not have the event schema: {0}")]
     SchemaMismatch(String),
     #[error("column `{column}` row {row}: {reason}")]
-    BadValue { column: &'static str, row: usize, reason: &'static str },
+    BadValue {
+        column: &'static str,
+        row: usize,
+        reason: &'static str,
+    },
     #[error(transparent)]
     Arrow(#[from] ArrowError),
 }
@@ -54,7 +58,11 @@ pub mod col {
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let utf8 = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
     Arc::new(Schema::new(vec![
-        Field::new(col::TS, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new(
+            col::TS,
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
         utf8(col::TOKEN_ID, false),
         utf8(col::ISSUER, false),
         utf8(col::ACTION, false),
@@ -112,7 +120,10 @@ pub fn events_to_record_batch(events: &[Event]) -> Result<RecordBatch, ColumnsEr
         }
         Arc::new(b.finish()) as ArrayRef
     };
-    let ips: Vec<Option<String>> = events.iter().map(|e| e.src_ip.map(|ip| ip.to_string())).collect();
+    let ips: Vec<Option<String>> = events
+        .iter()
+        .map(|e| e.src_ip.map(|ip| ip.to_string()))
+        .collect();
     let src_ip = {
         let mut b = StringBuilder::with_capacity(events.len(), events.len() * 16);
         for ip in &ips {
@@ -155,10 +166,9 @@ impl<'a> Columns<'a> {
             .0
             .column_by_name(name)
             .ok_or_else(|| ColumnsError::SchemaMismatch(format!("missing column `{name}`")))?;
-        column
-            .as_any()
-            .downcast_ref::<T>()
-            .ok_or_else(|| ColumnsError::SchemaMismatch(format!("column `{name}` has type {}", column.data_type())))
+        column.as_any().downcast_ref::<T>().ok_or_else(|| {
+            ColumnsError::SchemaMismatch(format!("column `{name}` has type {}", column.data_type()))
+        })
     }
 }
 
@@ -167,7 +177,11 @@ fn opt_str(a: &StringArray, i: usize) -> Option<String> {
 }
 
 fn req_str(a: &StringArray, i: usize, column: &'static str) -> Result<String, ColumnsError> {
-    opt_str(a, i).ok_or(ColumnsError::BadValue { column, row: i, reason: "null in a required column" })
+    opt_str(a, i).ok_or(ColumnsError::BadValue {
+        column,
+        row: i,
+        reason: "null in a required column",
+    })
 }
 
 macro_rules! opt_prim {
@@ -204,7 +218,11 @@ pub fn record_batch_to_events(batch: &RecordBatch) -> Result<Vec<Event>, Columns
     (0..batch.num_rows())
         .map(|i| {
             if ts.is_null(i) {
-                return Err(ColumnsError::BadValue { column: col::TS, row: i, reason: "null in a required column" });
+                return Err(ColumnsError::BadValue {
+                    column: col::TS,
+                    row: i,
+                    reason: "null in a required column",
+                });
             }
             let src_ip = match opt_str(src_ip, i) {
                 Some(text) => Some(text.parse::<IpAddr>().map_err(|_| ColumnsError::BadValue {

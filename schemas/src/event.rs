@@ -69,7 +69,12 @@ fn ser_ts<S: Serializer>(ts_ms: &i64, s: S) -> Result<S::Ok, S::Error> {
 
 impl Event {
     /// An event with the required fields set and everything else empty.
-    pub fn new(ts_ms: i64, token_id: impl Into<String>, issuer: impl Into<String>, action: impl Into<String>) -> Self {
+    pub fn new(
+        ts_ms: i64,
+        token_id: impl Into<String>,
+        issuer: impl Into<String>,
+        action: impl Into<String>,
+    ) -> Self {
         Event {
             ts_ms,
             token_id: token_id.into(),

@@ -26,7 +26,8 @@ impl Fingerprinter {
     /// A fingerprinter keyed by `key` (any length; 32 random bytes is right).
     pub fn new(key: &[u8]) -> Self {
         // HMAC takes keys of any length, so this cannot fail.
-        let mac = Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        let mac = Hmac::<Sha256>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
         Fingerprinter { mac }
     }
 

@@ -38,12 +38,21 @@ mod tests {
     fn parses_offsets_to_utc() {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01Z"), Some(1000));
         assert_eq!(parse_rfc3339_ms("1970-01-01T01:00:01.5+01:00"), Some(1500));
-        assert_eq!(parse_rfc3339_ms("2026-11-27T21:00:00.123456Z"), Some(1_795_813_200_123));
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-27T21:00:00.123456Z"),
+            Some(1_795_813_200_123)
+        );
     }
 
     #[test]
     fn rejects_non_rfc3339_and_out_of_range() {
-        for bad in ["", "yesterday", "2026-11-27", "2026-11-27 21:00:00", "1969-12-31T23:59:59Z"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-11-27",
+            "2026-11-27 21:00:00",
+            "1969-12-31T23:59:59Z",
+        ] {
             assert_eq!(parse_rfc3339_ms(bad), None, "{bad:?}");
         }
         assert_eq!(in_range(-1), None);
@@ -52,7 +61,13 @@ mod tests {
 
     #[test]
     fn formats_with_millis() {
-        assert_eq!(format_rfc3339_ms(1_795_813_200_123), "2026-11-27T21:00:00.123Z");
-        assert_eq!(parse_rfc3339_ms(&format_rfc3339_ms(MAX_TS_MS)), Some(MAX_TS_MS));
+        assert_eq!(
+            format_rfc3339_ms(1_795_813_200_123),
+            "2026-11-27T21:00:00.123Z"
+        );
+        assert_eq!(
+            parse_rfc3339_ms(&format_rfc3339_ms(MAX_TS_MS)),
+            Some(MAX_TS_MS)
+        );
     }
 }

@@ -1,1 +1,7 @@
+//! End-to-end tests against the real local Kafka broker. One test binary
+//! with one module per area; helpers live in `tests/support/`.
 
+#[path = "../support/mod.rs"]
+mod support;
+
+mod ingest_kafka;

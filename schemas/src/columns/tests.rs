@@ -77,16 +77,25 @@ proptest! {
 #[test]
 fn schema_marks_required_columns_non_nullable() {
     let schema = event_schema();
-    let required: Vec<&str> =
-        schema.fields().iter().filter(|f| !f.is_nullable()).map(|f| f.name().as_str()).collect();
+    let required: Vec<&str> = schema
+        .fields()
+        .iter()
+        .filter(|f| !f.is_nullable())
+        .map(|f| f.name().as_str())
+        .collect();
     assert_eq!(required, [col::TS, col::TOKEN_ID, col::ISSUER, col::ACTION]);
     assert_eq!(schema.fields().len(), 21);
 }
 
 #[test]
 fn rejects_batches_of_another_schema() {
-    let other = RecordBatch::try_from_iter([("ts", Arc::new(UInt16Array::from(vec![1u16])) as ArrayRef)]).unwrap();
-    assert!(matches!(record_batch_to_events(&other), Err(ColumnsError::SchemaMismatch(_))));
+    let other =
+        RecordBatch::try_from_iter([("ts", Arc::new(UInt16Array::from(vec![1u16])) as ArrayRef)])
+            .unwrap();
+    assert!(matches!(
+        record_batch_to_events(&other),
+        Err(ColumnsError::SchemaMismatch(_))
+    ));
 }
 
 #[test]
@@ -94,7 +103,12 @@ fn src_ip_is_text_in_arrow() {
     let mut e = Event::new(0, "t", "i", "a");
     e.src_ip = Some("::ffff:1.2.3.4".parse().unwrap());
     let batch = events_to_record_batch(std::slice::from_ref(&e)).unwrap();
-    let ips = batch.column_by_name(col::SRC_IP).unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+    let ips = batch
+        .column_by_name(col::SRC_IP)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
     assert_eq!(ips.value(0), "::ffff:1.2.3.4");
     assert_eq!(record_batch_to_events(&batch).unwrap(), vec![e]);
 }

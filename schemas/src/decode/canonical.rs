@@ -20,7 +20,9 @@ use crate::time;
 pub fn decode(text: &str, fingerprinter: &Fingerprinter) -> Result<Decoded, DecodeError> {
     let current = Cell::new(None);
     let mut de = serde_json::Deserializer::from_str(text);
-    let wire = WireSeed { current: &current }.deserialize(&mut de).and_then(|w| de.end().map(|()| w));
+    let wire = WireSeed { current: &current }
+        .deserialize(&mut de)
+        .and_then(|w| de.end().map(|()| w));
     let wire = match wire {
         Ok(wire) => wire?,
         Err(e) => return Err(classify(&e, current.get())),

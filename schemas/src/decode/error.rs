@@ -59,7 +59,9 @@ impl DecodeError {
     /// The field at fault, where there is one.
     pub fn field(&self) -> Option<&'static str> {
         match self {
-            DecodeError::MissingField(f) | DecodeError::DuplicateField(f) | DecodeError::WrongType(f) => Some(f),
+            DecodeError::MissingField(f)
+            | DecodeError::DuplicateField(f)
+            | DecodeError::WrongType(f) => Some(f),
             DecodeError::InvalidIp => Some("src_ip"),
             DecodeError::InvalidTimestamp => Some("ts"),
             _ => None,

@@ -61,7 +61,11 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(format: Format, max_record_bytes: usize, fingerprinter: Fingerprinter) -> Self {
-        Decoder { format, max_record_bytes, fingerprinter }
+        Decoder {
+            format,
+            max_record_bytes,
+            fingerprinter,
+        }
     }
 
     pub fn format(&self) -> Format {

@@ -15,17 +15,23 @@ fn err(json: &str) -> DecodeError {
     decode(json, &fp()).expect_err(json)
 }
 
-const MINIMAL: &str = r#"{"ts":"2026-11-27T21:00:00Z","token_id":"AKIA1","issuer":"aws","action":"s3:GetObject"}"#;
+const MINIMAL: &str =
+    r#"{"ts":"2026-11-27T21:00:00Z","token_id":"AKIA1","issuer":"aws","action":"s3:GetObject"}"#;
 
 #[test]
 fn decodes_required_and_optional_fields() {
-    let d = ok(r#"{"ts":1795813200123,"token_id":"AKIA1","issuer":"aws","action":"s3:GetObject",
+    let d = ok(
+        r#"{"ts":1795813200123,"token_id":"AKIA1","issuer":"aws","action":"s3:GetObject",
         "principal":"alice","src_ip":"2001:db8::1","user_agent":"aws-cli/2","device_id":"d1",
         "session_id":"s1","resource":"bucket/key","status":200,"bytes_out":18446744073709551615,
-        "records_out":3,"request_id":"r-1","extra":{"nested":[1,2,{"x":null}]}}"#);
+        "records_out":3,"request_id":"r-1","extra":{"nested":[1,2,{"x":null}]}}"#,
+    );
     let e = d.event;
     assert_eq!(e.ts_ms, 1_795_813_200_123);
-    assert_eq!((e.token_id.as_str(), e.issuer.as_str(), e.action.as_str()), ("AKIA1", "aws", "s3:GetObject"));
+    assert_eq!(
+        (e.token_id.as_str(), e.issuer.as_str(), e.action.as_str()),
+        ("AKIA1", "aws", "s3:GetObject")
+    );
     assert_eq!(e.src_ip, Some("2001:db8::1".parse().unwrap()));
     assert_eq!(e.status, Some(200));
     assert_eq!(e.bytes_out, Some(u64::MAX));
@@ -37,9 +43,16 @@ fn decodes_required_and_optional_fields() {
 #[test]
 fn accepts_rfc3339_offsets_and_epoch_ms() {
     let a = ok(MINIMAL).event.ts_ms;
-    let b = ok(&MINIMAL.replace("2026-11-27T21:00:00Z", "2026-11-27T22:00:00+01:00")).event.ts_ms;
-    let c = ok(&MINIMAL.replace("\"2026-11-27T21:00:00Z\"", "1795813200000")).event.ts_ms;
-    assert_eq!((a, b, c), (1_795_813_200_000, 1_795_813_200_000, 1_795_813_200_000));
+    let b = ok(&MINIMAL.replace("2026-11-27T21:00:00Z", "2026-11-27T22:00:00+01:00"))
+        .event
+        .ts_ms;
+    let c = ok(&MINIMAL.replace("\"2026-11-27T21:00:00Z\"", "1795813200000"))
+        .event
+        .ts_ms;
+    assert_eq!(
+        (a, b, c),
+        (1_795_813_200_000, 1_795_813_200_000, 1_795_813_200_000)
+    );
 }
 
 #[test]
@@ -61,31 +74,83 @@ fn raw_secret_becomes_fingerprint_and_is_kept_apart() {
 
 #[test]
 fn missing_or_empty_required_fields() {
-    assert_eq!(err(&MINIMAL.replace(r#""token_id":"AKIA1","#, "")), DecodeError::MissingField("token_id"));
-    assert_eq!(err(&MINIMAL.replace(r#""AKIA1""#, r#""""#)), DecodeError::MissingField("token_id"));
-    assert_eq!(err(&MINIMAL.replace(r#""AKIA1""#, "null")), DecodeError::MissingField("token_id"));
-    assert_eq!(err(&MINIMAL.replace(r#""issuer":"aws","#, "")), DecodeError::MissingField("issuer"));
-    assert_eq!(err(&MINIMAL.replace(r#","action":"s3:GetObject""#, "")), DecodeError::MissingField("action"));
-    assert_eq!(err(&MINIMAL.replace(r#""ts":"2026-11-27T21:00:00Z","#, "")), DecodeError::MissingField("ts"));
+    assert_eq!(
+        err(&MINIMAL.replace(r#""token_id":"AKIA1","#, "")),
+        DecodeError::MissingField("token_id")
+    );
+    assert_eq!(
+        err(&MINIMAL.replace(r#""AKIA1""#, r#""""#)),
+        DecodeError::MissingField("token_id")
+    );
+    assert_eq!(
+        err(&MINIMAL.replace(r#""AKIA1""#, "null")),
+        DecodeError::MissingField("token_id")
+    );
+    assert_eq!(
+        err(&MINIMAL.replace(r#""issuer":"aws","#, "")),
+        DecodeError::MissingField("issuer")
+    );
+    assert_eq!(
+        err(&MINIMAL.replace(r#","action":"s3:GetObject""#, "")),
+        DecodeError::MissingField("action")
+    );
+    assert_eq!(
+        err(&MINIMAL.replace(r#""ts":"2026-11-27T21:00:00Z","#, "")),
+        DecodeError::MissingField("ts")
+    );
 }
 
 #[test]
 fn wrong_types_name_the_field() {
-    assert_eq!(err(&MINIMAL.replace(r#""AKIA1""#, "17")), DecodeError::WrongType("token_id"));
-    assert_eq!(err(&MINIMAL.replace('}', r#","status":"200"}"#)), DecodeError::WrongType("status"));
-    assert_eq!(err(&MINIMAL.replace('}', r#","status":70000}"#)), DecodeError::WrongType("status"));
-    assert_eq!(err(&MINIMAL.replace('}', r#","bytes_out":-1}"#)), DecodeError::WrongType("bytes_out"));
-    assert_eq!(err(&MINIMAL.replace('}', r#","bytes_out":1.5}"#)), DecodeError::WrongType("bytes_out"));
-    assert_eq!(err(&MINIMAL.replace('}', r#","principal":["a"]}"#)), DecodeError::WrongType("principal"));
+    assert_eq!(
+        err(&MINIMAL.replace(r#""AKIA1""#, "17")),
+        DecodeError::WrongType("token_id")
+    );
+    assert_eq!(
+        err(&MINIMAL.replace('}', r#","status":"200"}"#)),
+        DecodeError::WrongType("status")
+    );
+    assert_eq!(
+        err(&MINIMAL.replace('}', r#","status":70000}"#)),
+        DecodeError::WrongType("status")
+    );
+    assert_eq!(
+        err(&MINIMAL.replace('}', r#","bytes_out":-1}"#)),
+        DecodeError::WrongType("bytes_out")
+    );
+    assert_eq!(
+        err(&MINIMAL.replace('}', r#","bytes_out":1.5}"#)),
+        DecodeError::WrongType("bytes_out")
+    );
+    assert_eq!(
+        err(&MINIMAL.replace('}', r#","principal":["a"]}"#)),
+        DecodeError::WrongType("principal")
+    );
 }
 
 #[test]
 fn invalid_ip_and_timestamps() {
     for ip in ["300.1.1.1", "1.2.3", "::g", "1.2.3.4:80", " 1.2.3.4"] {
-        assert_eq!(err(&MINIMAL.replace('}', &format!(r#","src_ip":"{ip}"}}"#))), DecodeError::InvalidIp, "{ip}");
+        assert_eq!(
+            err(&MINIMAL.replace('}', &format!(r#","src_ip":"{ip}"}}"#))),
+            DecodeError::InvalidIp,
+            "{ip}"
+        );
     }
-    for ts in [r#""yesterday""#, r#""2026-11-27""#, "-1", "253402300800000", "1.5e12", "true", "18446744073709551615"] {
-        assert_eq!(err(&MINIMAL.replace(r#""2026-11-27T21:00:00Z""#, ts)), DecodeError::InvalidTimestamp, "{ts}");
+    for ts in [
+        r#""yesterday""#,
+        r#""2026-11-27""#,
+        "-1",
+        "253402300800000",
+        "1.5e12",
+        "true",
+        "18446744073709551615",
+    ] {
+        assert_eq!(
+            err(&MINIMAL.replace(r#""2026-11-27T21:00:00Z""#, ts)),
+            DecodeError::InvalidTimestamp,
+            "{ts}"
+        );
     }
 }
 
@@ -96,21 +161,37 @@ fn structural_errors() {
     assert_eq!(err(""), DecodeError::InvalidJson);
     assert_eq!(err("[1,2]"), DecodeError::NotAnObject);
     assert_eq!(err("42"), DecodeError::NotAnObject);
-    assert_eq!(err(&MINIMAL.replace('}', r#","issuer":"x"}"#)), DecodeError::DuplicateField("issuer"));
+    assert_eq!(
+        err(&MINIMAL.replace('}', r#","issuer":"x"}"#)),
+        DecodeError::DuplicateField("issuer")
+    );
     // Deep nesting: an unknown field is skipped without recursion; in a known
     // field it is a type error; unbalanced it is invalid JSON. None overflow.
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     assert!(decode(&MINIMAL.replace('}', &format!(r#","x":{deep}}}"#)), &fp()).is_ok());
-    assert_eq!(err(&MINIMAL.replace('}', &format!(r#","principal":{deep}}}"#))), DecodeError::WrongType("principal"));
-    assert_eq!(err(&MINIMAL.replace('}', &format!(r#","x":{}}}"#, "[".repeat(100_000)))), DecodeError::InvalidJson);
+    assert_eq!(
+        err(&MINIMAL.replace('}', &format!(r#","principal":{deep}}}"#))),
+        DecodeError::WrongType("principal")
+    );
+    assert_eq!(
+        err(&MINIMAL.replace('}', &format!(r#","x":{}}}"#, "[".repeat(100_000)))),
+        DecodeError::InvalidJson
+    );
 }
 
 #[test]
 fn decoder_checks_size_and_utf8_first() {
     let d = Decoder::new(Format::Canonical, 64, fp());
     assert_eq!(d.decode(&[b'{'; 65]).unwrap_err(), DecodeError::TooLarge);
-    assert_eq!(d.decode(b"{\"ts\":\xff}").unwrap_err(), DecodeError::InvalidUtf8);
-    assert!(Decoder::new(Format::Canonical, 1024, fp()).decode(MINIMAL.as_bytes()).is_ok());
+    assert_eq!(
+        d.decode(b"{\"ts\":\xff}").unwrap_err(),
+        DecodeError::InvalidUtf8
+    );
+    assert!(
+        Decoder::new(Format::Canonical, 1024, fp())
+            .decode(MINIMAL.as_bytes())
+            .is_ok()
+    );
 }
 
 #[test]

@@ -1,0 +1,186 @@
+//! Decoding records into batches. Both sources feed records one by one and
+//! take a finished batch when it is full or has lingered long enough.
+
+use std::sync::Arc;
+
+use schemas::decode::Decoder;
+use schemas::{
+    ColumnsError, DecodeError, Event, EventBatch, Origin, Secret, events_to_record_batch,
+};
+
+use crate::ack::TopicPartition;
+use crate::metrics::Tally;
+
+/// A batch being filled.
+pub struct BatchBuilder {
+    decoder: Decoder,
+    max_records: usize,
+    records: usize,
+    events: Vec<Event>,
+    origins: Vec<Origin>,
+    secrets: Vec<(usize, Secret)>,
+    last_offsets: Vec<(TopicPartition, i64)>,
+    tally: Tally,
+}
+
+/// What a full or lingered batch turns into.
+pub struct Finished {
+    pub batch: EventBatch,
+    pub secrets: Vec<(usize, Secret)>,
+    /// The last offset read on each partition, bad records included.
+    pub last_offsets: Vec<(TopicPartition, i64)>,
+    pub tally: Tally,
+}
+
+impl BatchBuilder {
+    pub fn new(decoder: Decoder, max_records: usize) -> Self {
+        BatchBuilder {
+            decoder,
+            max_records: max_records.max(1),
+            records: 0,
+            events: Vec::with_capacity(max_records.min(1 << 16)),
+            origins: Vec::with_capacity(max_records.min(1 << 16)),
+            secrets: Vec::new(),
+            last_offsets: Vec::new(),
+            tally: Tally::default(),
+        }
+    }
+
+    /// Decodes one record into the batch. On error the record is counted as
+    /// dead-lettered and the caller must write it to its dead-letter sink
+    /// before the batch is acknowledged.
+    pub fn push(&mut self, payload: Option<&[u8]>, origin: Origin) -> Result<(), DecodeError> {
+        self.records += 1;
+        self.tally.records += 1;
+        self.tally.bytes += payload.map_or(0, |p| p.len() as u64);
+        self.note_offset(&origin);
+        match self.decoder.decode(payload.unwrap_or_default()) {
+            Ok(decoded) => {
+                if let Some(secret) = decoded.secret {
+                    self.secrets.push((self.events.len(), secret));
+                }
+                self.events.push(decoded.event);
+                self.origins.push(origin);
+                self.tally.events += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.tally.dead_lettered[e.index()] += 1;
+                Err(e)
+            }
+        }
+    }
+
+    fn note_offset(&mut self, origin: &Origin) {
+        match self
+            .last_offsets
+            .iter_mut()
+            .find(|((t, p), _)| *p == origin.partition && **t == *origin.topic)
+        {
+            Some((_, last)) => *last = (*last).max(origin.offset),
+            None => self
+                .last_offsets
+                .push(((Arc::clone(&origin.topic), origin.partition), origin.offset)),
+        }
+    }
+
+    /// Records pushed since the last [`finish`](Self::finish), bad ones included.
+    pub fn len(&self) -> usize {
+        self.records
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.records >= self.max_records
+    }
+
+    /// Takes the batch and starts an empty one.
+    pub fn finish(&mut self) -> Result<Finished, ColumnsError> {
+        let records = events_to_record_batch(&self.events)?;
+        self.events.clear();
+        self.records = 0;
+        Ok(Finished {
+            batch: EventBatch {
+                records,
+                origins: std::mem::take(&mut self.origins),
+            },
+            secrets: std::mem::take(&mut self.secrets),
+            last_offsets: std::mem::take(&mut self.last_offsets),
+            tally: std::mem::take(&mut self.tally),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use schemas::{Fingerprinter, Format, record_batch_to_events};
+
+    use super::*;
+
+    fn origin(partition: i32, offset: i64) -> Origin {
+        Origin {
+            topic: Arc::from("events"),
+            partition,
+            offset,
+            kafka_ts_ms: None,
+        }
+    }
+
+    fn builder(max: usize) -> BatchBuilder {
+        BatchBuilder::new(
+            Decoder::new(Format::Canonical, 4096, Fingerprinter::new(b"k")),
+            max,
+        )
+    }
+
+    const GOOD: &str = r#"{"ts":1,"token_id":"t1","issuer":"i","action":"a","request_id":"r1"}"#;
+
+    #[test]
+    fn collects_good_records_and_counts_bad_ones() {
+        let mut b = builder(4);
+        assert!(b.push(Some(GOOD.as_bytes()), origin(0, 10)).is_ok());
+        assert_eq!(
+            b.push(Some(b"{oops"), origin(0, 11)),
+            Err(DecodeError::InvalidJson)
+        );
+        assert_eq!(b.push(None, origin(1, 5)), Err(DecodeError::InvalidJson));
+        assert!(!b.is_full());
+        assert!(
+            b.push(
+                Some(
+                    GOOD.replace("t1", "fp")
+                        .replace("\"token_id\"", "\"token\"")
+                        .as_bytes()
+                ),
+                origin(1, 6)
+            )
+            .is_ok()
+        );
+        assert!(b.is_full());
+
+        let done = b.finish().unwrap();
+        assert!(b.is_empty());
+        let events = record_batch_to_events(&done.batch.records).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(done.batch.origins, vec![origin(0, 10), origin(1, 6)]);
+        assert_eq!(done.secrets.len(), 1);
+        assert_eq!(done.secrets[0].0, 1, "secret belongs to row 1");
+        let mut last = done.last_offsets.clone();
+        last.sort();
+        assert_eq!(
+            last,
+            vec![
+                ((Arc::from("events"), 0), 11),
+                ((Arc::from("events"), 1), 6)
+            ]
+        );
+        assert_eq!((done.tally.records, done.tally.events), (4, 2));
+        assert_eq!(
+            done.tally.dead_lettered[DecodeError::InvalidJson.index()],
+            2
+        );
+    }
+}

@@ -1,0 +1,303 @@
+//! The `[ingest]` section of the config file.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use schemas::Format;
+use serde::{Deserialize, Serialize};
+
+/// Where a consumer group with no committed offset starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// The oldest retained record: nothing is skipped on first start.
+    #[default]
+    Earliest,
+    /// Only records produced after the group first joins.
+    Latest,
+}
+
+/// librdkafka properties that tokenwatch sets itself; overriding them would
+/// break at-least-once delivery or the config's own fields.
+const MANAGED_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.offset.store",
+    "enable.auto.commit",
+    "auto.offset.reset",
+    "enable.partition.eof",
+];
+
+/// Reading API-call records from Kafka.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Kafka bootstrap servers, comma-separated `host:port`.
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Consumer group id. Instances with the same id share the partitions.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Topics holding API-call records. Records should be keyed by token.
+    pub topics: Vec<String>,
+    /// Input format of every record on `topics`.
+    #[serde(default)]
+    pub format: Format,
+    /// Topic that receives records that cannot be decoded, with headers
+    /// giving the reason and the source topic, partition and offset.
+    #[serde(default = "default_dead_letter_topic")]
+    pub dead_letter_topic: String,
+    /// Records larger than this many bytes are dead-lettered unread (the
+    /// dead-letter copy is truncated to this size).
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// A batch is handed downstream when it holds this many records...
+    #[serde(default = "default_batch_max_records")]
+    pub batch_max_records: usize,
+    /// ...or when its first record has waited this long (e.g. `"5ms"`).
+    #[serde(default = "default_batch_linger", with = "humantime_serde")]
+    pub batch_linger: Duration,
+    /// Where a new consumer group starts: `earliest` or `latest`.
+    #[serde(default)]
+    pub start_from: StartFrom,
+    /// How long shutdown waits for in-flight batches to be acknowledged
+    /// before committing what is done.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Name of the environment variable holding the key for token
+    /// fingerprints (any length; 32 random bytes recommended). When it is
+    /// unset, a built-in key is used and a warning is logged: fingerprints
+    /// are then stable but not secret-keyed.
+    #[serde(default = "default_fingerprint_key_env")]
+    pub fingerprint_key_env: String,
+    /// librdkafka properties passed through to the consumer and the
+    /// dead-letter producer (`security.protocol`, `ssl.ca.location`, ...).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties whose values are read from environment
+    /// variables: property name → variable name (`sasl.password` →
+    /// `KAFKA_SASL_PASSWORD`). Secrets never sit in the config file.
+    #[serde(default)]
+    pub properties_from_env: BTreeMap<String, String>,
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_group_id() -> String {
+    "tokenwatch".into()
+}
+fn default_dead_letter_topic() -> String {
+    "tokenwatch-dead-letter".into()
+}
+fn default_max_record_bytes() -> usize {
+    1 << 20
+}
+fn default_batch_max_records() -> usize {
+    1024
+}
+fn default_batch_linger() -> Duration {
+    Duration::from_millis(5)
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_fingerprint_key_env() -> String {
+    "TOKENWATCH_FINGERPRINT_KEY".into()
+}
+
+impl IngestConfig {
+    /// A config with defaults for everything but the topics.
+    pub fn new(topics: Vec<String>) -> Self {
+        IngestConfig {
+            brokers: default_brokers(),
+            group_id: default_group_id(),
+            topics,
+            format: Format::default(),
+            dead_letter_topic: default_dead_letter_topic(),
+            max_record_bytes: default_max_record_bytes(),
+            batch_max_records: default_batch_max_records(),
+            batch_linger: default_batch_linger(),
+            start_from: StartFrom::default(),
+            drain_timeout: default_drain_timeout(),
+            fingerprint_key_env: default_fingerprint_key_env(),
+            properties: BTreeMap::new(),
+            properties_from_env: BTreeMap::new(),
+        }
+    }
+
+    /// Every problem with this section, each prefixed with its key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, msg: String| problems.push(format!("ingest.{key}: {msg}"));
+        if self.brokers.trim().is_empty() {
+            problem("brokers", "must name at least one host:port".into());
+        }
+        if self.group_id.trim().is_empty() {
+            problem("group_id", "must not be empty".into());
+        }
+        if self.topics.is_empty() {
+            problem("topics", "must list at least one topic".into());
+        }
+        for topic in &self.topics {
+            if let Some(msg) = topic_name_problem(topic) {
+                problem("topics", format!("{topic:?} {msg}"));
+            }
+        }
+        if let Some(msg) = topic_name_problem(&self.dead_letter_topic) {
+            problem(
+                "dead_letter_topic",
+                format!("{:?} {msg}", self.dead_letter_topic),
+            );
+        }
+        if self.topics.contains(&self.dead_letter_topic) {
+            problem(
+                "dead_letter_topic",
+                "must not be one of the input topics (bad records would loop)".into(),
+            );
+        }
+        if !(64..=64 << 20).contains(&self.max_record_bytes) {
+            problem(
+                "max_record_bytes",
+                format!("{} is outside 64 B ..= 64 MiB", self.max_record_bytes),
+            );
+        }
+        if !(1..=1_000_000).contains(&self.batch_max_records) {
+            problem(
+                "batch_max_records",
+                format!("{} is outside 1 ..= 1000000", self.batch_max_records),
+            );
+        }
+        if self.batch_linger > Duration::from_secs(10) {
+            problem(
+                "batch_linger",
+                "must be at most 10s; events would wait too long".into(),
+            );
+        }
+        for key in self
+            .properties
+            .keys()
+            .chain(self.properties_from_env.keys())
+        {
+            if MANAGED_PROPERTIES.contains(&key.as_str()) {
+                problem(
+                    "properties",
+                    format!("{key:?} is set by tokenwatch; use the matching ingest field"),
+                );
+            }
+        }
+        for (key, var) in &self.properties_from_env {
+            if std::env::var_os(var).is_none() {
+                problem(
+                    "properties_from_env",
+                    format!("{key:?} names environment variable {var}, which is not set"),
+                );
+            }
+        }
+        problems
+    }
+
+    /// The librdkafka properties shared by the consumer and the producer:
+    /// brokers, passed-through properties and those read from environment.
+    pub(crate) fn common_properties(&self) -> Vec<(String, String)> {
+        let mut props = vec![("bootstrap.servers".to_string(), self.brokers.clone())];
+        props.extend(self.properties.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (key, var) in &self.properties_from_env {
+            if let Ok(value) = std::env::var(var) {
+                props.push((key.clone(), value));
+            }
+        }
+        props
+    }
+}
+
+fn topic_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > 249 {
+        Some("must be 1 to 249 characters")
+    } else if name == "." || name == ".." {
+        Some("is not a valid topic name")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        Some("may only contain ASCII letters, digits, '.', '_' and '-'")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> IngestConfig {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_topics() {
+        let c = parse(r#"topics = ["api-events"]"#);
+        assert_eq!(c, IngestConfig::new(vec!["api-events".into()]));
+        assert_eq!(c.batch_linger, Duration::from_millis(5));
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+    }
+
+    #[test]
+    fn parses_durations_and_properties() {
+        let c = parse(
+            r#"
+            topics = ["a", "b"]
+            batch_linger = "250us"
+            start_from = "latest"
+            [properties]
+            "security.protocol" = "SASL_SSL"
+            "#,
+        );
+        assert_eq!(c.batch_linger, Duration::from_micros(250));
+        assert_eq!(c.start_from, StartFrom::Latest);
+        assert!(
+            c.common_properties()
+                .contains(&("security.protocol".into(), "SASL_SSL".into()))
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        assert!(toml::from_str::<IngestConfig>("topics = [\"a\"]\nbatch_size = 3").is_err());
+    }
+
+    #[test]
+    fn validate_reports_every_problem() {
+        let c = parse(
+            r#"
+            brokers = ""
+            topics = ["ok", "bad topic", "dlq"]
+            dead_letter_topic = "dlq"
+            max_record_bytes = 10
+            batch_max_records = 0
+            batch_linger = "1m"
+            [properties]
+            "enable.auto.offset.store" = "true"
+            [properties_from_env]
+            "sasl.password" = "TOKENWATCH_TEST_SURELY_UNSET_VARIABLE"
+            "#,
+        );
+        let problems = c.validate();
+        for key in [
+            "ingest.brokers",
+            "ingest.topics: \"bad topic\"",
+            "ingest.dead_letter_topic: must not be one of",
+            "ingest.max_record_bytes",
+            "ingest.batch_max_records",
+            "ingest.batch_linger",
+            "ingest.properties: \"enable.auto.offset.store\"",
+            "ingest.properties_from_env: \"sasl.password\"",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "no problem for {key} in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), 8, "{problems:#?}");
+    }
+}

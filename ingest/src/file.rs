@@ -1,0 +1,308 @@
+//! The file source: NDJSON from files or stdin, for replay. Same batches as
+//! the Kafka source; a rejected line is logged with its file, line number
+//! and reason (never its content) and counted.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use schemas::Origin;
+use schemas::decode::Decoder;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+use tracing::{Instrument, info_span, warn};
+
+use crate::ack::Ack;
+use crate::batcher::BatchBuilder;
+use crate::config::IngestConfig;
+use crate::kafka::fingerprinter;
+use crate::metrics::IngestMetrics;
+use crate::{Delivery, RunError};
+
+/// Where replay input comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Stdin,
+    File(PathBuf),
+}
+
+impl Input {
+    fn name(&self) -> String {
+        match self {
+            Input::Stdin => "-".to_string(),
+            Input::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// Reads inputs in order, one record per line.
+pub struct FileSource {
+    inputs: Vec<Input>,
+    decoder: Decoder,
+    max_record_bytes: usize,
+    batch_max_records: usize,
+    metrics: Arc<IngestMetrics>,
+}
+
+impl FileSource {
+    /// `-` in `paths` means stdin. Format, size limit, batch size and the
+    /// fingerprint key come from the `[ingest]` config.
+    pub fn new(paths: &[String], config: &IngestConfig, metrics: Arc<IngestMetrics>) -> Self {
+        let inputs = paths
+            .iter()
+            .map(|p| {
+                if p == "-" {
+                    Input::Stdin
+                } else {
+                    Input::File(p.into())
+                }
+            })
+            .collect();
+        FileSource {
+            inputs,
+            decoder: Decoder::new(
+                config.format,
+                config.max_record_bytes,
+                fingerprinter(config),
+            ),
+            max_record_bytes: config.max_record_bytes,
+            batch_max_records: config.batch_max_records,
+            metrics,
+        }
+    }
+
+    /// Reads every input to its end and sends full batches to `output`.
+    pub async fn run(self, output: mpsc::Sender<Delivery>) -> Result<(), RunError> {
+        let mut builder = BatchBuilder::new(self.decoder.clone(), self.batch_max_records);
+        for input in &self.inputs {
+            let name = input.name();
+            let span = info_span!("ingest", source = %name);
+            async {
+                let read_error = |source| RunError::Read {
+                    path: name.clone(),
+                    source,
+                };
+                match input {
+                    Input::Stdin => {
+                        self.read(
+                            BufReader::new(tokio::io::stdin()),
+                            &name,
+                            &mut builder,
+                            &output,
+                        )
+                        .await
+                    }
+                    Input::File(path) => {
+                        let file = tokio::fs::File::open(path).await.map_err(read_error)?;
+                        self.read(
+                            BufReader::with_capacity(1 << 16, file),
+                            &name,
+                            &mut builder,
+                            &output,
+                        )
+                        .await
+                    }
+                }
+            }
+            .instrument(span)
+            .await?;
+        }
+        self.flush(&mut builder, &output).await
+    }
+
+    async fn read(
+        &self,
+        mut reader: impl AsyncBufRead + Unpin,
+        name: &str,
+        builder: &mut BatchBuilder,
+        output: &mpsc::Sender<Delivery>,
+    ) -> Result<(), RunError> {
+        let topic: Arc<str> = Arc::from(name);
+        let mut line = Vec::new();
+        let mut number = 0i64;
+        loop {
+            let read = read_line_bounded(&mut reader, &mut line, self.max_record_bytes)
+                .await
+                .map_err(|source| RunError::Read {
+                    path: name.to_string(),
+                    source,
+                })?;
+            let Some(oversized) = read else { break };
+            number += 1;
+            let trimmed = line.trim_ascii();
+            if trimmed.is_empty() && !oversized {
+                continue;
+            }
+            let origin = Origin {
+                topic: Arc::clone(&topic),
+                partition: 0,
+                offset: number,
+                kafka_ts_ms: None,
+            };
+            // An oversized line was not kept: hand the decoder an
+            // over-limit marker so it is counted as too large.
+            let over = vec![b' '; usize::from(oversized) * (self.max_record_bytes + 1)];
+            let record = if oversized { over.as_slice() } else { trimmed };
+            if let Err(e) = builder.push(Some(record), origin) {
+                warn!(source = %name, line = number, reason = e.reason(), detail = %e, "Skipped a record that cannot be decoded.");
+            }
+            if builder.is_full() {
+                self.flush(builder, output).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(
+        &self,
+        builder: &mut BatchBuilder,
+        output: &mpsc::Sender<Delivery>,
+    ) -> Result<(), RunError> {
+        if builder.is_empty() {
+            return Ok(());
+        }
+        let finished = builder.finish()?;
+        self.metrics.add(&finished.tally);
+        if !finished.batch.is_empty() {
+            self.metrics
+                .batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let delivery = Delivery {
+                batch: finished.batch,
+                secrets: finished.secrets,
+                ack: Ack::none(),
+            };
+            // A closed receiver means downstream stopped: stop reading too.
+            let _ = output.send(delivery).await;
+        }
+        Ok(())
+    }
+}
+
+/// Reads one line into `buf` (without the newline), keeping at most `max`
+/// bytes. Returns `None` at end of input, else whether the line was longer
+/// than `max` (its excess is discarded, so memory stays bounded).
+async fn read_line_bounded(
+    reader: &mut (impl AsyncBufRead + Unpin),
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let mut oversized = false;
+    let mut any = false;
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(any.then_some(oversized));
+        }
+        any = true;
+        let (part, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], Some(i + 1)),
+            None => (chunk, None),
+        };
+        if !oversized {
+            if buf.len() + part.len() > max {
+                oversized = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(part);
+            }
+        }
+        let consumed = done.unwrap_or(chunk.len());
+        reader.consume(consumed);
+        if done.is_some() {
+            return Ok(Some(oversized));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use schemas::{DecodeError, record_batch_to_events};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn bounded_lines() {
+        let data: &[u8] = b"short\n\nxxxxxxxxxxxxxxxxxxxx\nlast";
+        let mut r = BufReader::with_capacity(4, data);
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 8).await.unwrap(),
+            Some(false)
+        );
+        assert_eq!(buf, b"short");
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 8).await.unwrap(),
+            Some(false)
+        );
+        assert_eq!(buf, b"");
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 8).await.unwrap(),
+            Some(true)
+        );
+        assert!(buf.is_empty());
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 8).await.unwrap(),
+            Some(false)
+        );
+        assert_eq!(buf, b"last");
+        assert_eq!(read_line_bounded(&mut r, &mut buf, 8).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn replays_a_file_into_batches_and_counts_rejects() {
+        let dir =
+            std::env::temp_dir().join(format!("tokenwatch-file-source-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.ndjson");
+        let mut text = String::new();
+        for i in 0..25 {
+            text.push_str(&format!(
+                r#"{{"ts":{i},"token_id":"t{i}","issuer":"i","action":"a","request_id":"r{i}"}}"#
+            ));
+            text.push('\n');
+        }
+        text.push_str("not json\n\n");
+        text.push_str(&format!("{{\"pad\":\"{}\"}}\n", "x".repeat(5000)));
+        std::fs::write(&path, text).unwrap();
+
+        let mut config = IngestConfig::new(vec!["unused".into()]);
+        config.batch_max_records = 10;
+        config.max_record_bytes = 4096;
+        let metrics = Arc::new(IngestMetrics::default());
+        let source = FileSource::new(&[path.display().to_string()], &config, metrics.clone());
+        let (tx, mut rx) = mpsc::channel(16);
+        source.run(tx).await.unwrap();
+
+        let mut seen = Vec::new();
+        while let Some(d) = rx.recv().await {
+            seen.extend(
+                record_batch_to_events(&d.batch.records)
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.request_id.unwrap()),
+            );
+            assert!(
+                d.batch
+                    .origins
+                    .iter()
+                    .all(|o| o.partition == 0 && o.offset >= 1)
+            );
+            d.ack.done();
+        }
+        assert_eq!(seen, (0..25).map(|i| format!("r{i}")).collect::<Vec<_>>());
+        assert_eq!(metrics.events.load(Relaxed), 25);
+        assert_eq!(metrics.records.load(Relaxed), 27);
+        assert_eq!(
+            metrics.dead_lettered[DecodeError::InvalidJson.index()].load(Relaxed),
+            1
+        );
+        assert_eq!(
+            metrics.dead_lettered[DecodeError::TooLarge.index()].load(Relaxed),
+            1
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

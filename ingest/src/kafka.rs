@@ -1,0 +1,474 @@
+//! The Kafka source: a consumer group that decodes records into batches,
+//! dead-letters bad records, and stores offsets only after acknowledgement
+//! (rust-rdkafka's `examples/at_least_once.rs` pattern).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use schemas::decode::Decoder;
+use schemas::{DecodeError, Fingerprinter, Origin};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::ack::{Ack, OffsetTracker};
+use crate::batcher::BatchBuilder;
+use crate::config::{IngestConfig, StartFrom};
+use crate::metrics::IngestMetrics;
+use crate::{BuildError, Delivery, RunError};
+
+/// Dead-letter header names.
+pub mod header {
+    /// Machine-readable reason, one of [`DecodeError::REASONS`](schemas::DecodeError::REASONS).
+    pub const REASON: &str = "tokenwatch.reason";
+    /// The field at fault, when there is one.
+    pub const FIELD: &str = "tokenwatch.field";
+    /// Human-readable explanation.
+    pub const DETAIL: &str = "tokenwatch.detail";
+    pub const SOURCE_TOPIC: &str = "tokenwatch.source.topic";
+    pub const SOURCE_PARTITION: &str = "tokenwatch.source.partition";
+    pub const SOURCE_OFFSET: &str = "tokenwatch.source.offset";
+    /// Size of the original payload when the dead-letter copy is truncated.
+    pub const ORIGINAL_BYTES: &str = "tokenwatch.original_bytes";
+}
+
+/// Logs rebalances and commit failures, and keeps the assigned-partitions
+/// gauge.
+pub struct IngestContext {
+    metrics: Arc<IngestMetrics>,
+}
+
+impl ClientContext for IngestContext {}
+
+impl ConsumerContext for IngestContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                info!(partitions = %describe(tpl), "Partitions are being assigned to this instance.")
+            }
+            Rebalance::Revoke(tpl) => {
+                info!(partitions = %describe(tpl), "Partitions are being revoked; stored offsets will be committed.")
+            }
+            Rebalance::Error(e) => warn!(error = %e, "Rebalance failed."),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+        let assigned = consumer.assignment().map_or(0, |tpl| tpl.count());
+        self.metrics
+            .assigned_partitions
+            .store(assigned as i64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => debug!(partitions = %describe(offsets), "Committed offsets."),
+            // Nothing stored since the last commit: not a failure.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => warn!(error = %e, "Offset commit failed; it is retried on the next commit."),
+        }
+    }
+}
+
+fn describe(tpl: &TopicPartitionList) -> String {
+    let parts: Vec<String> = tpl
+        .elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect();
+    parts.join(",")
+}
+
+/// The headers of a dead-letter copy of the record at `origin`.
+pub fn dead_letter_headers(
+    error: DecodeError,
+    origin: &Origin,
+    original_bytes: Option<usize>,
+) -> OwnedHeaders {
+    let partition = origin.partition.to_string();
+    let offset = origin.offset.to_string();
+    let detail = error.to_string();
+    let mut h = OwnedHeaders::new_with_capacity(7)
+        .insert(Header {
+            key: header::REASON,
+            value: Some(error.reason()),
+        })
+        .insert(Header {
+            key: header::DETAIL,
+            value: Some(detail.as_str()),
+        })
+        .insert(Header {
+            key: header::SOURCE_TOPIC,
+            value: Some(&*origin.topic),
+        })
+        .insert(Header {
+            key: header::SOURCE_PARTITION,
+            value: Some(partition.as_str()),
+        })
+        .insert(Header {
+            key: header::SOURCE_OFFSET,
+            value: Some(offset.as_str()),
+        });
+    if let Some(field) = error.field() {
+        h = h.insert(Header {
+            key: header::FIELD,
+            value: Some(field),
+        });
+    }
+    if let Some(bytes) = original_bytes {
+        h = h.insert(Header {
+            key: header::ORIGINAL_BYTES,
+            value: Some(bytes.to_string().as_str()),
+        });
+    }
+    h
+}
+
+/// A running consumer group member; see the module docs.
+pub struct KafkaSource {
+    config: IngestConfig,
+    consumer: StreamConsumer<IngestContext>,
+    dead_letter: FutureProducer,
+    decoder: Decoder,
+    metrics: Arc<IngestMetrics>,
+}
+
+/// The key for token fingerprints, from the environment variable the config
+/// names, or a fixed fallback with a warning.
+pub(crate) fn fingerprinter(config: &IngestConfig) -> Fingerprinter {
+    match std::env::var(&config.fingerprint_key_env) {
+        Ok(key) if !key.is_empty() => Fingerprinter::new(key.as_bytes()),
+        _ => {
+            warn!(
+                variable = %config.fingerprint_key_env,
+                "Fingerprint key variable is unset; using the built-in key. Set it so fingerprints are keyed by a secret."
+            );
+            Fingerprinter::new(b"tokenwatch-default-fingerprint-key")
+        }
+    }
+}
+
+impl KafkaSource {
+    /// Validates the config, creates the consumer and the dead-letter
+    /// producer, and subscribes to the topics.
+    pub fn build(config: &IngestConfig, metrics: Arc<IngestMetrics>) -> Result<Self, BuildError> {
+        let problems = config.validate();
+        if !problems.is_empty() {
+            return Err(BuildError::Config(problems));
+        }
+        let mut consumer_config = ClientConfig::new();
+        for (k, v) in config.common_properties() {
+            consumer_config.set(k, v);
+        }
+        consumer_config
+            .set("group.id", &config.group_id)
+            .set("enable.auto.offset.store", "false")
+            .set("enable.auto.commit", "true")
+            .set("enable.partition.eof", "false")
+            .set(
+                "auto.offset.reset",
+                match config.start_from {
+                    StartFrom::Earliest => "earliest",
+                    StartFrom::Latest => "latest",
+                },
+            );
+        if !config.properties.contains_key("fetch.wait.max.ms") {
+            // Low latency matters more than fetch efficiency for detection.
+            consumer_config.set("fetch.wait.max.ms", "10");
+        }
+        if !config.properties.contains_key("auto.commit.interval.ms") {
+            consumer_config.set("auto.commit.interval.ms", "1000");
+        }
+        let consumer: StreamConsumer<IngestContext> = consumer_config
+            .create_with_context(IngestContext {
+                metrics: metrics.clone(),
+            })
+            .map_err(|source| BuildError::Kafka {
+                client: "consumer",
+                source,
+            })?;
+
+        let mut producer_config = ClientConfig::new();
+        for (k, v) in config.common_properties() {
+            producer_config.set(k, v);
+        }
+        producer_config
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5");
+        producer_config.set(
+            "message.max.bytes",
+            (config.max_record_bytes + (64 << 10)).to_string(),
+        );
+        let dead_letter: FutureProducer =
+            producer_config
+                .create()
+                .map_err(|source| BuildError::Kafka {
+                    client: "dead-letter producer",
+                    source,
+                })?;
+
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|source| BuildError::Subscribe {
+                topics: config.topics.clone(),
+                source,
+            })?;
+        let decoder = Decoder::new(
+            config.format,
+            config.max_record_bytes,
+            fingerprinter(config),
+        );
+        Ok(KafkaSource {
+            config: config.clone(),
+            consumer,
+            dead_letter,
+            decoder,
+            metrics,
+        })
+    }
+
+    /// Reads until `shutdown` resolves or a fatal error. Each batch goes to
+    /// `output`; its offsets are stored once its [`Ack`] is done. On
+    /// shutdown, the open batch is flushed, in-flight batches get
+    /// `drain_timeout` to be acknowledged, and stored offsets are committed.
+    pub async fn run(
+        self,
+        output: mpsc::Sender<Delivery>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), RunError> {
+        let span =
+            info_span!("ingest", group = %self.config.group_id, topics = ?self.config.topics);
+        self.run_inner(output, shutdown).instrument(span).await
+    }
+
+    async fn run_inner(
+        self,
+        output: mpsc::Sender<Delivery>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), RunError> {
+        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
+        let mut state = Loop {
+            source: &self,
+            builder: BatchBuilder::new(self.decoder.clone(), self.config.batch_max_records),
+            tracker: OffsetTracker::default(),
+            pending_dead_letters: Vec::new(),
+            ack_tx,
+            next_seq: 0,
+        };
+        info!("Ingest started.");
+        tokio::pin!(shutdown);
+        let mut deadline: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(seq) = ack_rx.recv() => state.acknowledge(seq),
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    state.flush(&output).await?;
+                    deadline = None;
+                }
+                msg = self.consumer.recv() => {
+                    let msg = msg.map_err(RunError::Consume)?;
+                    state.push(&msg).await?;
+                    if deadline.is_none() {
+                        deadline = Some(Instant::now() + self.config.batch_linger);
+                    }
+                    if state.builder.is_full() {
+                        state.flush(&output).await?;
+                        deadline = None;
+                    }
+                }
+            }
+        }
+
+        info!(
+            in_flight = state.tracker.in_flight(),
+            "Shutting down ingest: flushing and draining in-flight batches."
+        );
+        state.flush(&output).await?;
+        drop(output);
+        let drain_deadline = Instant::now() + self.config.drain_timeout;
+        while state.tracker.in_flight() > 0 {
+            match tokio::time::timeout_at(drain_deadline, ack_rx.recv()).await {
+                Ok(Some(seq)) => state.acknowledge(seq),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if state.tracker.in_flight() > 0 {
+            warn!(
+                batches = state.tracker.in_flight(),
+                "Batches were not acknowledged in time; they will be read again."
+            );
+        }
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                warn!(error = %e, "Final offset commit failed; records since the last commit will be read again.")
+            }
+        }
+        info!("Ingest stopped.");
+        Ok(())
+    }
+
+    pub fn metrics(&self) -> &Arc<IngestMetrics> {
+        &self.metrics
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The mutable state of [`KafkaSource::run`].
+struct Loop<'a> {
+    source: &'a KafkaSource,
+    builder: BatchBuilder,
+    tracker: OffsetTracker,
+    pending_dead_letters: Vec<(DeliveryFuture, Origin)>,
+    ack_tx: mpsc::UnboundedSender<u64>,
+    next_seq: u64,
+}
+
+impl Loop<'_> {
+    async fn push(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), RunError> {
+        let origin = Origin {
+            topic: Arc::from(msg.topic()),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            kafka_ts_ms: msg.timestamp().to_millis(),
+        };
+        let payload = msg.payload();
+        if let Err(error) = self.builder.push(payload, origin.clone()) {
+            self.dead_letter(msg, payload.unwrap_or_default(), error, origin)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Queues a dead-letter copy of a bad record; [`flush`](Self::flush)
+    /// waits for its delivery before the batch can be acknowledged.
+    async fn dead_letter(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        payload: &[u8],
+        error: DecodeError,
+        origin: Origin,
+    ) -> Result<(), RunError> {
+        let max = self.source.config.max_record_bytes;
+        let (body, original) = if payload.len() > max {
+            (&payload[..max], Some(payload.len()))
+        } else {
+            (payload, None)
+        };
+        let headers = dead_letter_headers(error, &origin, original);
+        let topic = self.source.config.dead_letter_topic.as_str();
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+            .payload(body)
+            .headers(headers);
+        if let Some(key) = msg.key() {
+            record = record.key(key);
+        }
+        loop {
+            match self.source.dead_letter.send_result(record) {
+                Ok(delivery) => {
+                    self.pending_dead_letters.push((delivery, origin));
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    self.await_dead_letters().await?;
+                    if self.pending_dead_letters.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                Err((source, _)) => return Err(self.dead_letter_error(&origin, source)),
+            }
+        }
+    }
+
+    fn dead_letter_error(&self, origin: &Origin, source: KafkaError) -> RunError {
+        RunError::DeadLetter {
+            dlq: self.source.config.dead_letter_topic.clone(),
+            topic: origin.topic.to_string(),
+            partition: origin.partition,
+            offset: origin.offset,
+            source,
+        }
+    }
+
+    async fn await_dead_letters(&mut self) -> Result<(), RunError> {
+        for (delivery, origin) in std::mem::take(&mut self.pending_dead_letters) {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((source, _))) => return Err(self.dead_letter_error(&origin, source)),
+                Err(_) => return Err(self.dead_letter_error(&origin, KafkaError::Canceled)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the open batch downstream once its dead letters are durable.
+    async fn flush(&mut self, output: &mpsc::Sender<Delivery>) -> Result<(), RunError> {
+        if self.builder.is_empty() {
+            return Ok(());
+        }
+        self.await_dead_letters().await?;
+        let finished = self.builder.finish()?;
+        let source = self.source;
+        source.metrics.add(&finished.tally);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.tracker.register(seq, finished.last_offsets);
+        if finished.batch.is_empty() {
+            // Only bad records, all dead-lettered: nothing to hand on.
+            self.acknowledge(seq);
+            return Ok(());
+        }
+        source
+            .metrics
+            .batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let delivery = Delivery {
+            batch: finished.batch,
+            secrets: finished.secrets,
+            ack: Ack::new(self.ack_tx.clone(), seq),
+        };
+        if output.send(delivery).await.is_err() {
+            debug!("Downstream closed; the batch stays unacknowledged.");
+        }
+        Ok(())
+    }
+
+    fn acknowledge(&mut self, seq: u64) {
+        for ((topic, partition), offset) in self.tracker.ack(seq) {
+            match self.source.consumer.store_offset(&topic, partition, offset) {
+                Ok(()) => {
+                    self.source
+                        .metrics
+                        .offsets_stored
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                // After a revoke the partition belongs to another member,
+                // which reads these records again: at-least-once holds.
+                Err(e) => {
+                    debug!(%topic, partition, offset, error = %e, "Cannot store offset; partition was probably revoked.")
+                }
+            }
+        }
+    }
+}

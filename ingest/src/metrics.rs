@@ -1,0 +1,60 @@
+//! Ingest counters. Sources add to them once per batch, never per record.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use schemas::DecodeError;
+
+/// Counters shared between a source and whoever reports them.
+#[derive(Debug, Default)]
+pub struct IngestMetrics {
+    /// Records read from the source, good and bad.
+    pub records: AtomicU64,
+    /// Records decoded into events.
+    pub events: AtomicU64,
+    /// Batches handed downstream.
+    pub batches: AtomicU64,
+    /// Payload bytes read.
+    pub bytes: AtomicU64,
+    /// Offsets stored after acknowledgement.
+    pub offsets_stored: AtomicU64,
+    /// Partitions currently assigned to this instance (a gauge).
+    pub assigned_partitions: AtomicI64,
+    /// Records dead-lettered, by [`DecodeError::index`].
+    pub dead_lettered: [AtomicU64; DecodeError::REASONS.len()],
+}
+
+/// Per-batch tallies, added to [`IngestMetrics`] in one go.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub records: u64,
+    pub events: u64,
+    pub bytes: u64,
+    pub dead_lettered: [u64; DecodeError::REASONS.len()],
+}
+
+impl IngestMetrics {
+    pub fn add(&self, t: &Tally) {
+        self.records.fetch_add(t.records, Relaxed);
+        self.events.fetch_add(t.events, Relaxed);
+        self.bytes.fetch_add(t.bytes, Relaxed);
+        for (counter, n) in self.dead_lettered.iter().zip(t.dead_lettered) {
+            if n > 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        }
+    }
+
+    /// Total records dead-lettered, all reasons.
+    pub fn dead_lettered_total(&self) -> u64 {
+        self.dead_lettered.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// `(reason, count)` for every reason.
+    pub fn dead_lettered_by_reason(&self) -> Vec<(&'static str, u64)> {
+        DecodeError::REASONS
+            .iter()
+            .zip(&self.dead_lettered)
+            .map(|(r, c)| (*r, c.load(Relaxed)))
+            .collect()
+    }
+}

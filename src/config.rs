@@ -1,0 +1,91 @@
+//! The config file: one TOML document, each stage owning its section.
+
+use std::path::Path;
+
+use ingest::IngestConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole config file. Unknown keys are errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where API-call records come from.
+    pub ingest: IngestConfig,
+}
+
+/// A config that could not be loaded, with every problem found.
+#[derive(Debug, thiserror::Error)]
+#[error("{} has {} problem(s):\n  - {}", .path, .problems.len(), .problems.join("\n  - "))]
+pub struct ConfigError {
+    pub path: String,
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Parses TOML text and validates it, collecting every problem.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+            path: origin.to_string(),
+            problems: vec![e.to_string().trim().to_string()],
+        })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                path: origin.to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: origin.clone(),
+            problems: vec![format!("cannot read the file: {e}")],
+        })?;
+        Self::from_toml(&text, &origin)
+    }
+
+    /// Every problem in every section.
+    pub fn validate(&self) -> Vec<String> {
+        self.ingest.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_in_the_repo_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tokenwatch.example.toml");
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.ingest.topics, vec!["api-events".to_string()]);
+    }
+
+    #[test]
+    fn lists_every_problem() {
+        let err = Config::from_toml(
+            r#"
+            [ingest]
+            topics = []
+            batch_max_records = 0
+            "#,
+            "inline",
+        )
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(err.to_string().contains("ingest.topics"));
+        assert!(err.to_string().contains("ingest.batch_max_records"));
+    }
+
+    #[test]
+    fn syntax_and_unknown_keys_are_reported_with_location() {
+        let err =
+            Config::from_toml("[ingest]\ntopics = [\"a\"]\n[detectorz]\n", "inline").unwrap_err();
+        assert!(err.problems[0].contains("detectorz"), "{err}");
+    }
+}

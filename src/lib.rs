@@ -1,0 +1,20 @@
+//! tokenwatch: detects misuse of API tokens in audit logs on Kafka and
+//! revokes them within milliseconds. This package wires the stage crates
+//! (`ingest`, `detectors`, `revoker`) into a product.
+//!
+//! # Layout
+//!
+//! - [`config`]: [`Config`], the whole TOML file: loading and validation that
+//!   reports every problem at once.
+//! - [`pipeline`]: the running pipeline: Kafka source → stages, with
+//!   acknowledgements flowing back so offsets are stored only when done.
+//! - [`demo`]: `tokenwatch demo`, everything in-process on librdkafka's
+//!   mock cluster.
+//! - [`cli`]: the command-line interface.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod pipeline;
+
+pub use config::Config;

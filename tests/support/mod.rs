@@ -1,0 +1,155 @@
+//! Helpers for tests against the real local Kafka broker (`scripts/kafka`).
+//! The address comes from `TOKENWATCH_TEST_BROKERS` (default
+//! `127.0.0.1:9092`). A missing broker fails the test with a clear message;
+//! it is never skipped.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+pub fn brokers() -> String {
+    std::env::var("TOKENWATCH_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// Panics with instructions when no broker answers metadata requests.
+pub fn require_broker() {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    if let Err(e) = consumer.fetch_metadata(None, Duration::from_secs(10)) {
+        panic!(
+            "no Kafka broker answers at {} ({e}). These tests need the real broker: run `scripts/kafka start` \
+             (or `scripts/test`, which starts it), or set TOKENWATCH_TEST_BROKERS.",
+            brokers()
+        );
+    }
+}
+
+/// A topic name no other test or run uses.
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub async fn create_topic(name: &str, partitions: i32) {
+    require_broker();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1))
+        .set("max.message.bytes", "8388608");
+    let results = admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .unwrap();
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("cannot create topic {t}: {e}"));
+    }
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("message.max.bytes", "8388608")
+        .set("linger.ms", "5")
+        .set("acks", "all")
+        .create()
+        .unwrap()
+}
+
+/// Produces `(key, payload)` records and returns each one's `(partition, offset)`.
+pub async fn produce(topic: &str, records: &[(String, Vec<u8>)]) -> Vec<(i32, i64)> {
+    let producer = producer();
+    let futures: Vec<_> = records
+        .iter()
+        .map(|(key, payload)| {
+            producer
+                .send_result(FutureRecord::to(topic).key(key).payload(payload))
+                .map_err(|(e, _)| e)
+                .unwrap()
+        })
+        .collect();
+    let mut positions = Vec::with_capacity(futures.len());
+    for f in futures {
+        let delivery = f.await.unwrap().map_err(|(e, _)| e).unwrap();
+        positions.push((delivery.partition, delivery.offset));
+    }
+    positions
+}
+
+/// A record read back from a topic, with its headers as text.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl ReadRecord {
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads `count` records from the start of `topic`, failing after `timeout`.
+pub async fn read_records(topic: &str, count: usize, timeout: Duration) -> Vec<ReadRecord> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique_name("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::with_capacity(count);
+    let deadline = tokio::time::Instant::now() + timeout;
+    while out.len() < count {
+        let msg = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "read {} of {count} records from {topic} before the timeout",
+                    out.len()
+                )
+            })
+            .unwrap();
+        let headers = msg
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(ReadRecord {
+            payload: msg.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+    }
+    out
+}
