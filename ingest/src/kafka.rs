@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
@@ -266,28 +267,41 @@ impl KafkaSource {
             pending_dead_letters: Vec::new(),
             ack_tx,
             next_seq: 0,
+            topics: Vec::new(),
         };
         info!("Ingest started.");
         tokio::pin!(shutdown);
-        let mut deadline: Option<Instant> = None;
+        // One timer, re-armed when a batch opens, instead of a new one per
+        // iteration.
+        let linger = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(linger);
+        let mut lingering = false;
         loop {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 Some(seq) = ack_rx.recv() => state.acknowledge(seq),
-                () = sleep_until(deadline), if deadline.is_some() => {
+                () = &mut linger, if lingering => {
                     state.flush(&output).await?;
-                    deadline = None;
+                    lingering = false;
                 }
                 msg = self.consumer.recv() => {
-                    let msg = msg.map_err(RunError::Consume)?;
-                    state.push(&msg).await?;
-                    if deadline.is_none() {
-                        deadline = Some(Instant::now() + self.config.batch_linger);
+                    if !lingering {
+                        linger.as_mut().reset(Instant::now() + self.config.batch_linger);
+                        lingering = true;
+                    }
+                    state.push(&msg.map_err(RunError::Consume)?).await?;
+                    // Take whatever else is already fetched without going
+                    // back through select!: the common case under load.
+                    while !state.builder.is_full() {
+                        match self.consumer.recv().now_or_never() {
+                            Some(msg) => state.push(&msg.map_err(RunError::Consume)?).await?,
+                            None => break,
+                        }
                     }
                     if state.builder.is_full() {
                         state.flush(&output).await?;
-                        deadline = None;
+                        lingering = false;
                     }
                 }
             }
@@ -327,13 +341,6 @@ impl KafkaSource {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The mutable state of [`KafkaSource::run`].
 struct Loop<'a> {
     source: &'a KafkaSource,
@@ -342,12 +349,22 @@ struct Loop<'a> {
     pending_dead_letters: Vec<(DeliveryFuture, Origin)>,
     ack_tx: mpsc::UnboundedSender<u64>,
     next_seq: u64,
+    /// Topic names, shared by every origin instead of one string per record.
+    topics: Vec<Arc<str>>,
 }
 
 impl Loop<'_> {
     async fn push(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), RunError> {
+        let topic = match self.topics.iter().find(|t| ***t == *msg.topic()) {
+            Some(t) => Arc::clone(t),
+            None => {
+                let t: Arc<str> = Arc::from(msg.topic());
+                self.topics.push(Arc::clone(&t));
+                t
+            }
+        };
         let origin = Origin {
-            topic: Arc::from(msg.topic()),
+            topic,
             partition: msg.partition(),
             offset: msg.offset(),
             kafka_ts_ms: msg.timestamp().to_millis(),
