@@ -2,6 +2,42 @@
 //!
 //! # Layout
 //!
-//! Empty for now. The detectors issue adds GeoIP enrichment, per-token state,
-//! the volume, geo, novelty, binding, scope and expiry detectors, SQL policy
-//! rules and the decision.
+//! - [`config`]: [`DetectorsConfig`], the `[detectors]` section.
+//! - [`geoip`]: MaxMind DB enrichment (City, ASN, Anonymous-IP) with a
+//!   bounded cache and reload.
+//! - [`state`]: the per-token [`TokenStore`] (cap, idle expiry, evictions)
+//!   and, in [`state::window`], the sliding window and EWMA baseline.
+//! - [`detector`]: the [`Detector`] trait and the [`Observation`] it sees.
+//! - One module per detector: [`volume`], [`geo`], [`novelty`] (with the
+//!   user-agent and action classifiers), [`binding`], [`scope`], [`expiry`].
+//! - [`metadata`]: token metadata (scopes, bound networks and device,
+//!   expiry), loaded from a file and updated live; [`glob`] matches scopes.
+//! - [`decision`]: risk combination, thresholds, modes, allowlists,
+//!   deduplication and the revocation budget → [`schemas::Decision`].
+//! - [`engine`]: [`Engine`], the stage that ties them together.
+
+pub mod binding;
+pub mod config;
+pub mod decision;
+pub mod detector;
+pub mod engine;
+pub mod expiry;
+pub mod geo;
+pub mod geoip;
+pub mod glob;
+pub mod metadata;
+pub mod novelty;
+pub mod scope;
+pub mod state;
+pub mod volume;
+
+#[cfg(test)]
+mod testkit;
+
+pub use config::DetectorsConfig;
+pub use decision::{Decider, DecisionConfig, DecisionOutput};
+pub use detector::{Detector, Observation};
+pub use engine::{BuildError, Engine, EngineStats, RunError};
+pub use geoip::{GeoIp, GeoIpConfig};
+pub use metadata::MetadataStore;
+pub use state::TokenStore;

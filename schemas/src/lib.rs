@@ -14,16 +14,25 @@
 //!   [`DecodeError`] enum that names the reason a record is dead-lettered.
 //! - [`fingerprint`]: the keyed hash that replaces a raw token secret, so a
 //!   secret never travels past the decoder.
+//! - [`metadata`]: [`TokenMetadata`], what the issuer knows about a token.
+//! - [`finding`]: [`Finding`]s with score, confidence and [`Evidence`].
+//! - [`decision`]: the [`Decision`] the revoker consumes, and [`SystemAlert`].
 
 pub mod batch;
 pub mod columns;
+pub mod decision;
 pub mod decode;
 pub mod event;
+pub mod finding;
 pub mod fingerprint;
+pub mod metadata;
 pub mod time;
 
 pub use batch::{EventBatch, Origin};
 pub use columns::{ColumnsError, event_schema, events_to_record_batch, record_batch_to_events};
+pub use decision::{Decision, Mode, Repeats, SystemAlert};
 pub use decode::{DecodeError, Decoded, Format, Secret};
 pub use event::Event;
+pub use finding::{Action, DetectorKind, EventRef, Evidence, Finding};
 pub use fingerprint::Fingerprinter;
+pub use metadata::TokenMetadata;

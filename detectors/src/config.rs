@@ -1,0 +1,156 @@
+//! The `[detectors]` config section: state limits, GeoIP, metadata and one
+//! sub-section per detector.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::geo::GeoConfig;
+use crate::geoip::GeoIpConfig;
+use crate::novelty::NoveltyConfig;
+use crate::volume::VolumeConfig;
+
+/// On/off for detectors with no other settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Toggle {
+    /// Run this detector.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for Toggle {
+    fn default() -> Self {
+        Toggle { enabled: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[detectors]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorsConfig {
+    /// Hard cap on tokens with state; past it the idlest are evicted
+    /// (counted). About 250 B each.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    /// A token with no event for this long is forgotten.
+    #[serde(default = "default_idle_expiry", with = "humantime_serde")]
+    pub idle_expiry: Duration,
+    /// Events up to this much older than the newest seen still update
+    /// state; older ones only get the stateless checks (counted as late).
+    #[serde(default = "default_lateness", with = "humantime_serde")]
+    pub lateness: Duration,
+    /// How often (in event time) idle tokens are purged and deduplication
+    /// windows are closed.
+    #[serde(default = "default_purge_interval", with = "humantime_serde")]
+    pub purge_interval: Duration,
+    /// GeoIP databases. Without them, events must arrive enriched or geo
+    /// and ASN checks see nothing.
+    #[serde(default)]
+    pub geoip: Option<GeoIpConfig>,
+    /// Token metadata file (JSON array or one object per line).
+    #[serde(default)]
+    pub metadata_file: Option<PathBuf>,
+    #[serde(default)]
+    pub volume: VolumeConfig,
+    #[serde(default)]
+    pub geo: GeoConfig,
+    #[serde(default)]
+    pub novelty: NoveltyConfig,
+    #[serde(default)]
+    pub binding: Toggle,
+    #[serde(default)]
+    pub scope: Toggle,
+    #[serde(default)]
+    pub expiry: Toggle,
+}
+
+fn default_max_tokens() -> usize {
+    1_000_000
+}
+fn default_idle_expiry() -> Duration {
+    Duration::from_secs(14 * 86_400)
+}
+fn default_lateness() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_purge_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for DetectorsConfig {
+    fn default() -> Self {
+        DetectorsConfig {
+            max_tokens: default_max_tokens(),
+            idle_expiry: default_idle_expiry(),
+            lateness: default_lateness(),
+            purge_interval: default_purge_interval(),
+            geoip: None,
+            metadata_file: None,
+            volume: VolumeConfig::default(),
+            geo: GeoConfig::default(),
+            novelty: NoveltyConfig::default(),
+            binding: Toggle::default(),
+            scope: Toggle::default(),
+            expiry: Toggle::default(),
+        }
+    }
+}
+
+impl DetectorsConfig {
+    /// Every problem in the section, cross-field ones included.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !(1..=50_000_000).contains(&self.max_tokens) {
+            p.push(format!(
+                "detectors.max_tokens: {} is outside 1 ..= 50000000",
+                self.max_tokens
+            ));
+        }
+        if self.idle_expiry < Duration::from_secs(60) {
+            p.push("detectors.idle_expiry: must be at least 1m".into());
+        }
+        if self.lateness > Duration::from_secs(86_400) {
+            p.push("detectors.lateness: at most 1d".into());
+        }
+        if self.purge_interval.is_zero() {
+            p.push("detectors.purge_interval: must be positive".into());
+        }
+        for (name, learning) in [
+            ("geo", self.geo.enabled.then_some(self.geo.learning_period)),
+            (
+                "novelty",
+                self.novelty.enabled.then_some(self.novelty.learning_period),
+            ),
+        ] {
+            if learning.is_some_and(|l| l >= self.idle_expiry) {
+                p.push(format!(
+                    "detectors.idle_expiry: shorter than detectors.{name}.learning_period, so a quiet token would be forgotten before it finished learning"
+                ));
+            }
+        }
+        if self.volume.enabled && self.volume.warmup >= self.idle_expiry {
+            p.push("detectors.idle_expiry: shorter than detectors.volume.warmup".into());
+        }
+        if let Some(g) = &self.geoip {
+            p.extend(g.validate());
+        }
+        if let Some(path) = &self.metadata_file
+            && !path.is_file()
+        {
+            p.push(format!(
+                "detectors.metadata_file: {} is not a readable file",
+                path.display()
+            ));
+        }
+        p.extend(self.volume.validate());
+        p.extend(self.geo.validate());
+        p.extend(self.novelty.validate());
+        p
+    }
+}

@@ -1,0 +1,330 @@
+//! The decision: findings for one event combine into a risk score; the
+//! thresholds, per-detector overrides and shadow flags, confidence caps,
+//! allowlists, deduplication, the revocation budget and the mode turn it
+//! into a [`Decision`] (or nothing).
+
+mod budget;
+mod config;
+mod dedup;
+
+use std::collections::HashSet;
+
+pub use budget::{Budget, OverBudget};
+pub use config::{AllowConfig, BudgetConfig, DecisionConfig, DetectorPolicy};
+use dedup::{Dedup, Entry};
+use schemas::{Action, Decision, DetectorKind, Event, Finding, Mode, Origin, Repeats, SystemAlert};
+
+use crate::state::TokenKey;
+
+/// Decisions and system alerts produced by one call.
+#[derive(Debug, Default)]
+pub struct DecisionOutput {
+    pub decisions: Vec<Decision>,
+    pub alerts: Vec<SystemAlert>,
+}
+
+/// Counters, for metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DecisionStats {
+    /// Findings by detector, shadow ones included.
+    pub findings: [u64; DetectorKind::ALL.len()],
+    /// Findings from detectors in shadow mode.
+    pub shadow_findings: u64,
+    /// Events with findings that an allowlist exempted.
+    pub allowlisted: u64,
+    /// Repeats folded into a later decision or summary.
+    pub suppressed_repeats: u64,
+    /// Revocations turned into alerts by the budget.
+    pub over_budget: u64,
+    /// Revocations turned into alerts by low confidence.
+    pub low_confidence_caps: u64,
+    /// Decisions emitted, by action (`None`, `Alert`, `Revoke`).
+    pub decisions: [u64; 3],
+}
+
+/// Combines finding scores: 1 - Π(1 - weight·score) (a noisy OR).
+pub fn combine<'a>(scores: impl Iterator<Item = &'a (f64, f64)>) -> f64 {
+    1.0 - scores.fold(1.0, |acc, (score, weight)| {
+        acc * (1.0 - (score * weight).clamp(0.0, 1.0))
+    })
+}
+
+pub struct Decider {
+    config: DecisionConfig,
+    allowed_tokens: HashSet<String>,
+    allowed_principals: HashSet<String>,
+    dedup: Dedup,
+    budget: Budget,
+    stats: DecisionStats,
+}
+
+impl Decider {
+    pub fn new(config: DecisionConfig) -> Self {
+        let dedup = Dedup::new(config.dedup_window.as_millis() as i64, 100_000);
+        let budget = Budget::new(
+            config.budget.per_issuer_per_minute,
+            config.budget.overall_per_minute,
+        );
+        Decider {
+            allowed_tokens: config.allow.tokens.iter().cloned().collect(),
+            allowed_principals: config.allow.principals.iter().cloned().collect(),
+            dedup,
+            budget,
+            config,
+            stats: DecisionStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &DecisionStats {
+        &self.stats
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.config.mode
+    }
+
+    fn allowlisted(&self, e: &Event) -> bool {
+        let allow = &self.config.allow;
+        self.allowed_tokens.contains(&e.token_id)
+            || self
+                .allowed_tokens
+                .contains(&format!("{}/{}", e.issuer, e.token_id))
+            || e.principal
+                .as_ref()
+                .is_some_and(|p| self.allowed_principals.contains(p))
+            || e.asn.is_some_and(|asn| allow.asns.contains(&asn))
+            || e.src_ip
+                .is_some_and(|ip| allow.cidrs.iter().any(|net| net.contains(&ip)))
+    }
+
+    fn threshold_action(&self, risk: f64) -> Action {
+        if risk >= self.config.revoke_at {
+            Action::Revoke
+        } else if risk >= self.config.alert_at {
+            Action::Alert
+        } else {
+            Action::None
+        }
+    }
+
+    /// What a set of findings calls for: (risk, action).
+    fn assess<'a>(&self, findings: impl Iterator<Item = &'a Finding> + Clone) -> (f64, Action) {
+        let weighted: Vec<(f64, f64)> = findings
+            .clone()
+            .map(|f| (f.score, self.config.policy(f.detector).weight))
+            .collect();
+        let risk = combine(weighted.iter());
+        let forced = findings
+            .filter_map(|f| self.config.policy(f.detector).action)
+            .max()
+            .unwrap_or(Action::None);
+        (risk, self.threshold_action(risk).max(forced))
+    }
+
+    /// Decides about one event's findings for the token `key`.
+    pub fn decide(
+        &mut self,
+        key: TokenKey,
+        event: &Event,
+        origin: &Origin,
+        findings: Vec<Finding>,
+        out: &mut DecisionOutput,
+    ) {
+        if findings.is_empty() {
+            return;
+        }
+        for f in &findings {
+            self.stats.findings[f.detector.index()] += 1;
+        }
+        if self.allowlisted(event) {
+            self.stats.allowlisted += 1;
+            return;
+        }
+        let (shadow, active): (Vec<Finding>, Vec<Finding>) = findings
+            .into_iter()
+            .partition(|f| self.config.policy(f.detector).shadow);
+        self.stats.shadow_findings += shadow.len() as u64;
+        if active.is_empty() {
+            return;
+        }
+        let (risk, recommended) = self.assess(active.iter());
+        if recommended == Action::None {
+            return;
+        }
+        let mut notes = Vec::new();
+        let mut action = recommended;
+        if action == Action::Revoke {
+            let min = self.config.min_confidence_to_revoke;
+            let (_, confident) = self.assess(active.iter().filter(|f| f.confidence >= min));
+            if confident < Action::Revoke {
+                action = Action::Alert;
+                self.stats.low_confidence_caps += 1;
+                let low: Vec<String> = active
+                    .iter()
+                    .filter(|f| f.confidence < min)
+                    .map(|f| format!("{} {:.2}", f.kind, f.confidence))
+                    .collect();
+                notes.push(format!(
+                    "low confidence ({}) caps the action at alert",
+                    low.join(", ")
+                ));
+            }
+        }
+
+        // Deduplication compares what the findings call for, before the
+        // budget and the mode change it.
+        let intended = action;
+        let now = event.ts_ms;
+        let detectors: Vec<DetectorKind> = {
+            let mut d: Vec<DetectorKind> = active.iter().map(|f| f.detector).collect();
+            d.sort();
+            d.dedup();
+            d
+        };
+        if !detectors
+            .iter()
+            .any(|&d| self.dedup.is_new(key, d, intended, now))
+        {
+            for f in &active {
+                self.dedup.repeated(key, f.detector, now, f);
+            }
+            self.stats.suppressed_repeats += 1;
+            return;
+        }
+
+        if action == Action::Revoke
+            && let Err(over) = self.budget.take(&event.issuer, now)
+        {
+            action = Action::Alert;
+            self.stats.over_budget += 1;
+            let (scope, limit) = match over {
+                OverBudget::Issuer { limit } => (format!("issuer {}", event.issuer), limit),
+                OverBudget::Overall { limit } => ("all issuers".to_string(), limit),
+            };
+            notes.push(format!(
+                "revocation budget exceeded ({limit} per minute for {scope}); downgraded to alert"
+            ));
+            if self.budget.should_alert(&event.issuer, &over, now) {
+                out.alerts.push(SystemAlert {
+                        kind: "revocation_budget_exceeded",
+                        message: format!(
+                            "More than {limit} revocations in a minute for {scope}: revocations are paused and sent as alerts. \
+                             A bad rule or GeoIP update may be firing; check recent decisions."
+                        ),
+                        issuer: Some(event.issuer.clone()),
+                        ts_ms: now,
+                    });
+            }
+        }
+        if self.config.mode == Mode::DryRun && action == Action::Revoke {
+            action = Action::Alert;
+            notes.push("dry run: would revoke".into());
+        }
+
+        let mut repeats: Option<Repeats> = None;
+        for &d in &detectors {
+            let seed = Entry {
+                opened_ms: now,
+                action: intended,
+                repeats: 0,
+                first_repeat_ms: now,
+                last_repeat_ms: now,
+                issuer: event.issuer.clone(),
+                token_id: event.token_id.clone(),
+                principal: event.principal.clone(),
+                last_finding: None,
+            };
+            if let Some(r) = self.dedup.emitted(key, d, intended, now, seed) {
+                repeats = Some(match repeats {
+                    Some(acc) => Repeats {
+                        count: acc.count + r.count,
+                        first_ts_ms: acc.first_ts_ms.min(r.first_ts_ms),
+                        last_ts_ms: acc.last_ts_ms.max(r.last_ts_ms),
+                    },
+                    None => r,
+                });
+            }
+        }
+
+        let kinds: Vec<&str> = active.iter().map(|f| f.kind).collect();
+        let offset = origin.offset.to_string();
+        let partition = origin.partition.to_string();
+        let ts = now.to_string();
+        let mut parts = vec![
+            event.issuer.as_str(),
+            event.token_id.as_str(),
+            &origin.topic,
+            &partition,
+            &offset,
+            &ts,
+        ];
+        parts.extend(kinds.iter().copied());
+        self.stats.decisions[action as usize] += 1;
+        out.decisions.push(Decision {
+            id: Decision::make_id(&parts),
+            issuer: event.issuer.clone(),
+            token_id: event.token_id.clone(),
+            principal: event.principal.clone(),
+            action,
+            recommended,
+            mode: self.config.mode,
+            risk: (risk * 1000.0).round() / 1000.0,
+            findings: active,
+            shadow_findings: shadow,
+            repeats,
+            notes,
+            event_ts_ms: now,
+            kafka_ts_ms: origin.kafka_ts_ms,
+        });
+    }
+
+    /// Closes deduplication windows at event time `now_ms`, emitting an
+    /// alert for every window that folded repeats no later decision carried.
+    pub fn tick(&mut self, now_ms: i64, out: &mut DecisionOutput) {
+        for summary in self.dedup.close_expired(now_ms) {
+            let e = summary.entry;
+            let Some(finding) = e.last_finding else {
+                continue;
+            };
+            let minutes = (e.last_repeat_ms - e.opened_ms).max(0) / 60_000;
+            let count = e.repeats.to_string();
+            let first = e.first_repeat_ms.to_string();
+            let parts = [
+                e.issuer.as_str(),
+                e.token_id.as_str(),
+                summary.detector.as_str(),
+                "repeats",
+                &count,
+                &first,
+            ];
+            self.stats.decisions[Action::Alert as usize] += 1;
+            out.decisions.push(Decision {
+                id: Decision::make_id(&parts),
+                issuer: e.issuer,
+                token_id: e.token_id,
+                principal: e.principal,
+                action: Action::Alert,
+                recommended: e.action,
+                mode: self.config.mode,
+                risk: finding.score,
+                findings: vec![finding],
+                shadow_findings: Vec::new(),
+                repeats: Some(Repeats {
+                    count: e.repeats,
+                    first_ts_ms: e.first_repeat_ms,
+                    last_ts_ms: e.last_repeat_ms,
+                }),
+                notes: vec![format!(
+                    "{} more {} finding(s) in {minutes} min after the last alert",
+                    e.repeats,
+                    summary.detector.as_str()
+                )],
+                event_ts_ms: e.last_repeat_ms,
+                kafka_ts_ms: None,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,252 @@
+//! The detection stage: enriches each event, runs the detectors with the
+//! token's state, and hands the findings to the [`Decider`].
+
+use schemas::{Event, EventBatch, Origin, TokenMetadata, record_batch_to_events};
+
+use crate::binding::BindingDetector;
+use crate::config::DetectorsConfig;
+use crate::decision::{Decider, DecisionConfig, DecisionOutput, DecisionStats};
+use crate::detector::{Detector, Observation};
+use crate::expiry::ExpiryDetector;
+use crate::geo::GeoDetector;
+use crate::geoip::{Anonymity, GeoIp, GeoIpError};
+use crate::metadata::MetadataStore;
+use crate::novelty::NoveltyDetector;
+use crate::scope::ScopeDetector;
+use crate::state::{StoreStats, TokenState, TokenStore};
+use crate::volume::VolumeDetector;
+
+/// Errors building the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid config:\n  - {}", .0.join("\n  - "))]
+    Config(Vec<String>),
+    #[error(transparent)]
+    GeoIp(#[from] GeoIpError),
+    #[error("token metadata:\n  - {}", .0.join("\n  - "))]
+    Metadata(Vec<String>),
+}
+
+/// Errors processing a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("batch does not have the event schema: {0}")]
+    Columns(#[from] schemas::ColumnsError),
+}
+
+/// Counters of the stage, for metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineStats {
+    pub events: u64,
+    /// Events older than the allowed lateness (stateless checks only).
+    pub late_events: u64,
+    pub store: StoreStats,
+    pub decision: DecisionStats,
+    pub geoip_lookups: u64,
+    pub geoip_cache_hits: u64,
+}
+
+pub struct Engine {
+    geoip: Option<GeoIp>,
+    store: TokenStore,
+    metadata: MetadataStore,
+    detectors: Vec<Box<dyn Detector>>,
+    decider: Decider,
+    lateness_ms: i64,
+    purge_interval_ms: i64,
+    watermark_ms: i64,
+    last_purge_ms: i64,
+    events: u64,
+    late_events: u64,
+    scratch: TokenState,
+}
+
+impl Engine {
+    /// Validates both sections, opens GeoIP and loads the metadata file.
+    pub fn build(config: &DetectorsConfig, decision: &DecisionConfig) -> Result<Self, BuildError> {
+        let mut problems = config.validate();
+        problems.extend(decision.validate());
+        if !problems.is_empty() {
+            return Err(BuildError::Config(problems));
+        }
+        let geoip = config.geoip.as_ref().map(GeoIp::open).transpose()?;
+        let metadata = match &config.metadata_file {
+            Some(path) => MetadataStore::load(path).map_err(BuildError::Metadata)?,
+            None => MetadataStore::default(),
+        };
+        Ok(Self::with_parts(config, decision, geoip, metadata))
+    }
+
+    /// Builds from an already open GeoIP (the demo's embedded databases)
+    /// and metadata, skipping file checks.
+    pub fn with_parts(
+        config: &DetectorsConfig,
+        decision: &DecisionConfig,
+        geoip: Option<GeoIp>,
+        metadata: MetadataStore,
+    ) -> Self {
+        let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
+        if config.volume.enabled {
+            detectors.push(Box::new(VolumeDetector::new(config.volume.clone())));
+        }
+        if config.geo.enabled {
+            detectors.push(Box::new(GeoDetector::new(config.geo.clone())));
+        }
+        if config.novelty.enabled {
+            detectors.push(Box::new(NoveltyDetector::new(config.novelty.clone())));
+        }
+        if config.binding.enabled {
+            detectors.push(Box::new(BindingDetector));
+        }
+        if config.scope.enabled {
+            detectors.push(Box::new(ScopeDetector));
+        }
+        if config.expiry.enabled {
+            detectors.push(Box::new(ExpiryDetector));
+        }
+        let idle_s = config.idle_expiry.as_secs().min(u64::from(u32::MAX)) as u32;
+        Engine {
+            geoip,
+            store: TokenStore::new(config.max_tokens, idle_s),
+            metadata,
+            detectors,
+            decider: Decider::new(decision.clone()),
+            lateness_ms: config.lateness.as_millis() as i64,
+            purge_interval_ms: config.purge_interval.as_millis().max(1) as i64,
+            watermark_ms: i64::MIN,
+            last_purge_ms: i64::MIN,
+            events: 0,
+            late_events: 0,
+            scratch: TokenState::default(),
+        }
+    }
+
+    /// Processes an Arrow batch from ingest.
+    pub fn process_batch(&mut self, batch: &EventBatch) -> Result<DecisionOutput, RunError> {
+        let mut events = record_batch_to_events(&batch.records)?;
+        Ok(self.process(&mut events, &batch.origins))
+    }
+
+    /// Enriches `events` in place and returns the decisions they lead to.
+    pub fn process(&mut self, events: &mut [Event], origins: &[Origin]) -> DecisionOutput {
+        let mut out = DecisionOutput::default();
+        let mut findings = Vec::new();
+        for (event, origin) in events.iter_mut().zip(origins) {
+            self.events += 1;
+            let anonymity = self.enrich(event);
+            self.watermark_ms = self.watermark_ms.max(event.ts_ms);
+            let late = event.ts_ms < self.watermark_ms.saturating_sub(self.lateness_ms);
+            let key = self.store.key(&event.issuer, &event.token_id);
+            let ts_s = (event.ts_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32;
+            let obs = Observation {
+                event,
+                origin,
+                ts_s,
+                anonymity,
+                metadata: self.metadata.get(&event.issuer, &event.token_id),
+            };
+            findings.clear();
+            if late {
+                self.late_events += 1;
+                for d in self.detectors.iter().filter(|d| !d.stateful()) {
+                    d.observe(&obs, &mut self.scratch, &mut findings);
+                }
+            } else {
+                let state = self.store.get_or_insert(key, ts_s);
+                for d in &self.detectors {
+                    d.observe(&obs, state, &mut findings);
+                }
+            }
+            if !findings.is_empty() {
+                self.decider
+                    .decide(key, event, origin, std::mem::take(&mut findings), &mut out);
+            }
+        }
+        if self.watermark_ms != i64::MIN
+            && self.watermark_ms.saturating_sub(self.last_purge_ms) >= self.purge_interval_ms
+        {
+            self.housekeeping(&mut out);
+        }
+        out
+    }
+
+    fn housekeeping(&mut self, out: &mut DecisionOutput) {
+        self.last_purge_ms = self.watermark_ms;
+        self.store
+            .purge_idle((self.watermark_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32);
+        self.decider.tick(self.watermark_ms, out);
+    }
+
+    /// Closes every open deduplication window, as at the end of a replay,
+    /// so no counted repeat goes unreported.
+    pub fn flush(&mut self) -> DecisionOutput {
+        let mut out = DecisionOutput::default();
+        self.decider.tick(i64::MAX, &mut out);
+        out
+    }
+
+    fn enrich(&mut self, event: &mut Event) -> Anonymity {
+        let (Some(geoip), Some(ip)) = (self.geoip.as_mut(), event.src_ip) else {
+            return Anonymity::default();
+        };
+        let info = geoip.lookup(ip);
+        event.country = info.country;
+        event.city = info.city;
+        event.lat = info.lat;
+        event.lon = info.lon;
+        event.accuracy_km = info.accuracy_km;
+        event.asn = info.asn;
+        event.as_org = info.as_org;
+        info.anonymity
+    }
+
+    /// Re-opens the GeoIP databases if their files changed. Returns whether
+    /// it reloaded; on error the old databases stay in use.
+    pub fn reload_geoip_if_changed(&mut self) -> Result<bool, GeoIpError> {
+        match self.geoip.as_mut() {
+            Some(g) if g.changed_on_disk() => g.reload().map(|()| true),
+            _ => Ok(false),
+        }
+    }
+
+    /// Re-opens the GeoIP databases unconditionally (SIGHUP).
+    pub fn reload_geoip(&mut self) -> Result<(), GeoIpError> {
+        self.geoip.as_mut().map_or(Ok(()), GeoIp::reload)
+    }
+
+    pub fn upsert_metadata(&mut self, m: &TokenMetadata) -> Result<(), String> {
+        self.metadata.upsert(m)
+    }
+
+    pub fn remove_metadata(&mut self, issuer: &str, token_id: &str) -> bool {
+        self.metadata.remove(issuer, token_id)
+    }
+
+    pub fn replace_metadata(&mut self, store: MetadataStore) {
+        self.metadata = store;
+    }
+
+    /// The state of one token, if it has any.
+    pub fn token_state(&self, issuer: &str, token_id: &str) -> Option<&TokenState> {
+        self.store.get(self.store.key(issuer, token_id))
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            events: self.events,
+            late_events: self.late_events,
+            store: self.store.stats(),
+            decision: self.decider.stats().clone(),
+            geoip_lookups: self.geoip.as_ref().map_or(0, |g| g.lookups),
+            geoip_cache_hits: self.geoip.as_ref().map_or(0, |g| g.cache_hits),
+        }
+    }
+
+    /// Bytes per token held by the state store's structures.
+    pub fn state_bytes_per_token(&self) -> f64 {
+        self.store.bytes_per_token()
+    }
+}
+
+#[cfg(test)]
+mod tests;
