@@ -104,10 +104,12 @@ fn check_config(path: PathBuf) -> ExitCode {
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
+    let engine = pipeline::build_engine(&config)?;
     let metrics = Arc::new(IngestMetrics::default());
     let stats = Arc::new(FlowStats::default());
     pipeline::run(
         &config,
+        engine,
         metrics.clone(),
         stats.clone(),
         pipeline::shutdown_signal(),
@@ -117,6 +119,8 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         records = metrics.records.load(Relaxed),
         events = metrics.events.load(Relaxed),
         dead_lettered = metrics.dead_lettered_total(),
+        alerts = stats.decided(schemas::Action::Alert),
+        revocations = stats.decided(schemas::Action::Revoke),
         "tokenwatch stopped."
     );
     Ok(())

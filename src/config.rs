@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use detectors::{DecisionConfig, DetectorsConfig};
 use ingest::IngestConfig;
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +12,12 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Where API-call records come from.
     pub ingest: IngestConfig,
+    /// State limits, GeoIP, token metadata and each detector's settings.
+    #[serde(default)]
+    pub detectors: DetectorsConfig,
+    /// How findings become alerts and revocations.
+    #[serde(default)]
+    pub decision: DecisionConfig,
 }
 
 /// A config that could not be loaded, with every problem found.
@@ -51,7 +58,10 @@ impl Config {
 
     /// Every problem in every section.
     pub fn validate(&self) -> Vec<String> {
-        self.ingest.validate()
+        let mut problems = self.ingest.validate();
+        problems.extend(self.detectors.validate());
+        problems.extend(self.decision.validate());
+        problems
     }
 }
 
@@ -73,11 +83,16 @@ mod tests {
             [ingest]
             topics = []
             batch_max_records = 0
+            [detectors.volume]
+            window = "7s"
+            [decision]
+            revoke_at = 0.2
             "#,
             "inline",
         )
         .unwrap_err();
-        assert_eq!(err.problems.len(), 2, "{err}");
+        assert_eq!(err.problems.len(), 4, "{err}");
+        assert!(err.to_string().contains("detectors.volume.window"));
         assert!(err.to_string().contains("ingest.topics"));
         assert!(err.to_string().contains("ingest.batch_max_records"));
     }

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use anyhow::Context;
+use detectors::{DecisionConfig, DetectorsConfig, Engine, GeoIp, MetadataStore};
 use ingest::{IngestConfig, IngestMetrics};
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
@@ -19,6 +20,10 @@ use crate::config::Config;
 use crate::pipeline::{self, FlowStats};
 
 const TOPIC: &str = "api-events";
+/// Synthetic GeoIP data shipped in the repo (made-up assignments of
+/// 20.0.0.0/7 to real cities), so the demo needs no download.
+const CITY_DB: &[u8] = include_bytes!("../tests/fixtures/geoip/synthetic-city.mmdb");
+const ASN_DB: &[u8] = include_bytes!("../tests/fixtures/geoip/synthetic-asn.mmdb");
 const DEAD_LETTER_TOPIC: &str = "tokenwatch-dead-letter";
 
 /// Options of `tokenwatch demo`.
@@ -54,7 +59,18 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     ingest.brokers = brokers.clone();
     ingest.group_id = "tokenwatch-demo".into();
     ingest.dead_letter_topic = DEAD_LETTER_TOPIC.into();
-    let config = Config { ingest };
+    let config = Config {
+        ingest,
+        detectors: DetectorsConfig::default(),
+        decision: DecisionConfig::default(),
+    };
+    let geoip = GeoIp::from_bytes(CITY_DB.to_vec(), Some(ASN_DB.to_vec()), None)?;
+    let engine = Engine::with_parts(
+        &config.detectors,
+        &config.decision,
+        Some(geoip),
+        MetadataStore::default(),
+    );
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -71,7 +87,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             let shutdown = async move {
                 let _ = stop_rx.wait_for(|stop| *stop).await;
             };
-            pipeline::run(&config, metrics, stats, shutdown).await
+            pipeline::run(&config, engine, metrics, stats, shutdown).await
         })
     };
 
@@ -117,7 +133,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         metrics.offsets_stored.load(Relaxed)
     );
     println!("  produce → stage     p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
-    println!("\nDetectors and revocation join the demo as they land; see README.");
+    println!(
+        "  decisions           {} alerts, {} revocations (dry run) on benign traffic",
+        stats.decided(schemas::Action::Alert),
+        stats.decided(schemas::Action::Revoke)
+    );
+    println!("\nScripted attacks and revocation join the demo as they land; see README.");
     Ok(())
 }
 
@@ -186,7 +207,12 @@ fn synthetic_record(n: u64, tokens: u64) -> (String, Vec<u8>) {
     ];
     let mut e = Event::new(now_ms, token_id, "demo-oauth", actions[(n % 4) as usize]);
     e.principal = Some(format!("svc-{}", token % 40));
-    e.src_ip = Some(std::net::IpAddr::from([81, 2, 69, (token % 200) as u8 + 1]));
+    e.src_ip = Some(std::net::IpAddr::from([
+        20,
+        (token % 256) as u8,
+        64,
+        1 + (token / 256) as u8,
+    ]));
     e.user_agent = Some("orders-client/3.2".into());
     e.status = Some(200);
     e.bytes_out = Some(400 + (n % 1600));

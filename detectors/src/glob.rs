@@ -19,29 +19,36 @@ impl Glob {
     }
 
     /// Iterative matching with single-star backtracking: linear in practice,
-    /// O(n·m) at worst, never exponential.
+    /// O(n·m) at worst, never exponential. ASCII text (the usual action) is
+    /// matched without allocating.
     pub fn matches(&self, text: &str) -> bool {
-        let p = &self.pattern;
-        let t: Vec<char> = text.chars().collect();
-        let (mut pi, mut ti) = (0, 0);
-        let mut star: Option<(usize, usize)> = None;
-        while ti < t.len() {
-            if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-                pi += 1;
-                ti += 1;
-            } else if pi < p.len() && p[pi] == '*' {
-                star = Some((pi, ti));
-                pi += 1;
-            } else if let Some((sp, st)) = star {
-                pi = sp + 1;
-                ti = st + 1;
-                star = Some((sp, st + 1));
-            } else {
-                return false;
-            }
+        if text.is_ascii() {
+            return match_units(&self.pattern, text.as_bytes(), |p, b| p == char::from(b));
         }
-        p[pi..].iter().all(|&c| c == '*')
+        let chars: Vec<char> = text.chars().collect();
+        match_units(&self.pattern, &chars, |p, c| p == c)
     }
+}
+
+fn match_units<T: Copy>(p: &[char], t: &[T], eq: impl Fn(char, T) -> bool) -> bool {
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && eq(p[pi], t[ti]))) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 #[cfg(test)]

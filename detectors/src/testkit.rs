@@ -74,7 +74,10 @@ pub struct Harness<D: Detector> {
 
 impl<D: Detector> Harness<D> {
     pub fn new(detector: D, first_ts_ms: i64) -> Self {
-        let state = TokenState { first_seen_s: (first_ts_ms / 1000) as u32, ..Default::default() };
+        let state = TokenState {
+            first_seen_s: (first_ts_ms / 1000) as u32,
+            ..Default::default()
+        };
         Harness {
             detector,
             state,

@@ -47,6 +47,11 @@ pub struct IngestConfig {
     /// giving the reason and the source topic, partition and offset.
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter_topic: String,
+    /// Compacted topic with token metadata (key `issuer/token_id`, value a
+    /// JSON record, null to forget). Read in full by every instance and
+    /// followed live. Optional.
+    #[serde(default)]
+    pub metadata_topic: Option<String>,
     /// Records larger than this many bytes are dead-lettered unread (the
     /// dead-letter copy is truncated to this size).
     #[serde(default = "default_max_record_bytes")]
@@ -115,6 +120,7 @@ impl IngestConfig {
             topics,
             format: Format::default(),
             dead_letter_topic: default_dead_letter_topic(),
+            metadata_topic: None,
             max_record_bytes: default_max_record_bytes(),
             batch_max_records: default_batch_max_records(),
             batch_linger: default_batch_linger(),
@@ -149,6 +155,17 @@ impl IngestConfig {
                 "dead_letter_topic",
                 format!("{:?} {msg}", self.dead_letter_topic),
             );
+        }
+        if let Some(topic) = &self.metadata_topic {
+            if let Some(msg) = topic_name_problem(topic) {
+                problem("metadata_topic", format!("{topic:?} {msg}"));
+            }
+            if self.topics.contains(topic) || *topic == self.dead_letter_topic {
+                problem(
+                    "metadata_topic",
+                    "must differ from the input and dead-letter topics".into(),
+                );
+            }
         }
         if self.topics.contains(&self.dead_letter_topic) {
             problem(

@@ -14,6 +14,8 @@
 //! - [`kafka`]: [`KafkaSource`], the consumer group, rebalance logging and
 //!   the dead-letter producer.
 //! - [`file`]: [`FileSource`], NDJSON from files or stdin.
+//! - [`metadata`]: [`MetadataSource`], following the compacted
+//!   token-metadata topic.
 //! - [`metrics`]: [`IngestMetrics`], counters updated once per batch.
 
 pub mod ack;
@@ -21,6 +23,7 @@ pub mod batcher;
 pub mod config;
 pub mod file;
 pub mod kafka;
+pub mod metadata;
 pub mod metrics;
 
 pub use ack::{Ack, OffsetTracker};
@@ -28,6 +31,7 @@ pub use batcher::BatchBuilder;
 pub use config::{IngestConfig, StartFrom};
 pub use file::FileSource;
 pub use kafka::{KafkaSource, dead_letter_headers};
+pub use metadata::{MetadataProgress, MetadataSource, MetadataUpdate};
 pub use metrics::IngestMetrics;
 
 use schemas::{EventBatch, Secret};

@@ -4,4 +4,6 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod detect_pipeline;
 mod ingest_kafka;
+mod metadata_topic;

@@ -49,16 +49,18 @@ pub struct EngineStats {
 pub struct Engine {
     geoip: Option<GeoIp>,
     store: TokenStore,
+    /// From the metadata file; replaced whole on reload.
     metadata: MetadataStore,
+    /// From the live metadata topic; consulted first.
+    live_metadata: MetadataStore,
     detectors: Vec<Box<dyn Detector>>,
     decider: Decider,
-    lateness_ms: i64,
+    lateness_s: u32,
     purge_interval_ms: i64,
     watermark_ms: i64,
     last_purge_ms: i64,
     events: u64,
     late_events: u64,
-    scratch: TokenState,
 }
 
 impl Engine {
@@ -109,15 +111,15 @@ impl Engine {
             geoip,
             store: TokenStore::new(config.max_tokens, idle_s),
             metadata,
+            live_metadata: MetadataStore::default(),
             detectors,
             decider: Decider::new(decision.clone()),
-            lateness_ms: config.lateness.as_millis() as i64,
+            lateness_s: config.lateness.as_secs().min(u64::from(u32::MAX)) as u32,
             purge_interval_ms: config.purge_interval.as_millis().max(1) as i64,
             watermark_ms: i64::MIN,
             last_purge_ms: i64::MIN,
             events: 0,
             late_events: 0,
-            scratch: TokenState::default(),
         }
     }
 
@@ -135,24 +137,30 @@ impl Engine {
             self.events += 1;
             let anonymity = self.enrich(event);
             self.watermark_ms = self.watermark_ms.max(event.ts_ms);
-            let late = event.ts_ms < self.watermark_ms.saturating_sub(self.lateness_ms);
             let key = self.store.key(&event.issuer, &event.token_id);
             let ts_s = (event.ts_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32;
+            let metadata = self
+                .live_metadata
+                .get(&event.issuer, &event.token_id)
+                .or_else(|| self.metadata.get(&event.issuer, &event.token_id));
             let obs = Observation {
                 event,
                 origin,
                 ts_s,
                 anonymity,
-                metadata: self.metadata.get(&event.issuer, &event.token_id),
+                metadata,
             };
             findings.clear();
+            // Lateness is per token: a token's events share a partition, so
+            // only its own newest event says how out of order this one is.
+            let (state, previous) = self.store.touch(key, ts_s);
+            let late = previous.is_some_and(|last| ts_s.saturating_add(self.lateness_s) < last);
             if late {
                 self.late_events += 1;
                 for d in self.detectors.iter().filter(|d| !d.stateful()) {
-                    d.observe(&obs, &mut self.scratch, &mut findings);
+                    d.observe(&obs, state, &mut findings);
                 }
             } else {
-                let state = self.store.get_or_insert(key, ts_s);
                 for d in &self.detectors {
                     d.observe(&obs, state, &mut findings);
                 }
@@ -214,14 +222,18 @@ impl Engine {
         self.geoip.as_mut().map_or(Ok(()), GeoIp::reload)
     }
 
+    /// Applies a live update (the metadata topic); it takes precedence
+    /// over the metadata file for that token.
     pub fn upsert_metadata(&mut self, m: &TokenMetadata) -> Result<(), String> {
-        self.metadata.upsert(m)
+        self.live_metadata.upsert(m)
     }
 
+    /// Forgets a live update; the file's entry, if any, applies again.
     pub fn remove_metadata(&mut self, issuer: &str, token_id: &str) -> bool {
-        self.metadata.remove(issuer, token_id)
+        self.live_metadata.remove(issuer, token_id)
     }
 
+    /// Replaces what the metadata file said (a reload); live updates stay.
     pub fn replace_metadata(&mut self, store: MetadataStore) {
         self.metadata = store;
     }

@@ -155,3 +155,27 @@ fn build_reports_config_and_metadata_problems() {
         "{err}"
     );
 }
+
+#[test]
+fn live_metadata_overrides_the_file_until_removed() {
+    let mut e = engine();
+    let file = MetadataStore::parse(r#"{"issuer":"oauth","token_id":"t","scopes":["*"]}"#).unwrap();
+    e.replace_metadata(file);
+    let live = TokenMetadata {
+        issuer: "oauth".into(),
+        token_id: "t".into(),
+        scopes: Some(vec!["POST *".into()]),
+        ..Default::default()
+    };
+    e.upsert_metadata(&live).unwrap();
+    assert_eq!(
+        run(&mut e, vec![raw(T0_MS, "t", "81.2.69.142")])
+            .decisions
+            .len(),
+        1,
+        "live scopes apply"
+    );
+    e.remove_metadata("oauth", "t");
+    let out = run(&mut e, vec![raw(T0_MS + 20 * MIN_MS, "t", "81.2.69.142")]);
+    assert!(out.decisions.is_empty(), "the file's scopes apply again");
+}

@@ -111,8 +111,14 @@ impl TokenStore {
     /// The token's state, created if new (evicting one at the cap). Marks
     /// it seen at `now_s` if that is later than its last event.
     pub fn get_or_insert(&mut self, key: TokenKey, now_s: u32) -> &mut TokenState {
-        let i = match self.find(key) {
-            Some(i) => i,
+        self.touch(key, now_s).0
+    }
+
+    /// Like [`get_or_insert`](Self::get_or_insert), also returning when the
+    /// token was last seen before this call (`None` if it is new).
+    pub fn touch(&mut self, key: TokenKey, now_s: u32) -> (&mut TokenState, Option<u32>) {
+        let (i, previous) = match self.find(key) {
+            Some(i) => (i, Some(self.slots[i].state.last_seen_s)),
             None => {
                 if self.slots.len() >= self.max_tokens {
                     let victim = self.pick_victim();
@@ -127,12 +133,12 @@ impl TokenStore {
                 let slots = &self.slots;
                 self.index
                     .insert_unique(key, i as u32, |&j| slots[j as usize].key);
-                i
+                (i, None)
             }
         };
         let state = &mut self.slots[i].state;
         state.last_seen_s = state.last_seen_s.max(now_s);
-        state
+        (state, previous)
     }
 
     /// The idlest of a few pseudo-randomly sampled tokens.

@@ -1,0 +1,170 @@
+//! The detect stage: runs the [`Engine`] on each batch, hands decisions on,
+//! then acknowledges the batch. Also applies live changes: token-metadata
+//! updates, GeoIP and metadata-file reloads (on SIGHUP or file change).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use detectors::{DetectorsConfig, Engine, MetadataStore};
+use ingest::{Delivery, MetadataUpdate};
+use schemas::{Action, Decision, SystemAlert};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use super::FlowStats;
+
+/// A change the stage applies between batches.
+#[derive(Debug)]
+pub enum Control {
+    Metadata(MetadataUpdate),
+    /// Re-open GeoIP and re-read the metadata file (SIGHUP).
+    Reload,
+}
+
+/// How the stage notices changed files.
+pub struct ReloadPolicy {
+    pub check_every: Duration,
+    pub metadata_file: Option<PathBuf>,
+}
+
+impl ReloadPolicy {
+    pub fn from_config(config: &DetectorsConfig) -> Self {
+        ReloadPolicy {
+            check_every: Duration::from_secs(30),
+            metadata_file: config.metadata_file.clone(),
+        }
+    }
+}
+
+fn modified(path: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Where decisions go. The revoker takes this place in the next issue.
+pub type Sink = fn(&Decision, &[SystemAlert]);
+
+/// Logs a decision as one structured line (no raw secret ever reaches a
+/// decision: token ids are ids or fingerprints).
+pub fn log_decision(d: &Decision, alerts: &[SystemAlert]) {
+    let json = serde_json::to_string(d).unwrap_or_default();
+    match d.action {
+        Action::Revoke => {
+            warn!(token_id = %d.token_id, issuer = %d.issuer, decision = %json, "Revoke decision.")
+        }
+        _ => info!(token_id = %d.token_id, issuer = %d.issuer, decision = %json, "Alert decision."),
+    }
+    for a in alerts {
+        error!(kind = a.kind, message = %a.message, "System alert.");
+    }
+}
+
+pub async fn detect_stage(
+    mut input: mpsc::Receiver<Delivery>,
+    mut engine: Engine,
+    mut control: mpsc::Receiver<Control>,
+    reload: ReloadPolicy,
+    stats: Arc<FlowStats>,
+    sink: Sink,
+) {
+    let mut ticker = tokio::time::interval(reload.check_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut metadata_stamp = reload.metadata_file.as_ref().and_then(modified);
+    let mut control_open = true;
+    loop {
+        tokio::select! {
+            delivery = input.recv() => {
+                let Some(delivery) = delivery else { break };
+                stats.record_batch(&delivery);
+                match engine.process_batch(&delivery.batch) {
+                    Ok(out) => {
+                        stats.record_decisions(&out.decisions);
+                        for d in &out.decisions {
+                            sink(d, &[]);
+                        }
+                        if !out.alerts.is_empty() {
+                            for a in &out.alerts {
+                                error!(kind = a.kind, message = %a.message, "System alert.");
+                            }
+                        }
+                        delivery.ack.done();
+                    }
+                    // Not acknowledged: the batch is read again after a restart.
+                    Err(e) => error!(error = %e, "Cannot process a batch; it stays unacknowledged."),
+                }
+            }
+            msg = control.recv(), if control_open => match msg {
+                Some(Control::Metadata(MetadataUpdate::Upsert(m))) => {
+                    if let Err(e) = engine.upsert_metadata(&m) {
+                        warn!(issuer = %m.issuer, token_id = %m.token_id, error = %e, "Ignored invalid token metadata.");
+                    }
+                }
+                Some(Control::Metadata(MetadataUpdate::Remove { issuer, token_id })) => {
+                    engine.remove_metadata(&issuer, &token_id);
+                }
+                Some(Control::Reload) => {
+                    match engine.reload_geoip() {
+                        Ok(()) => info!("GeoIP databases reloaded."),
+                        Err(e) => error!(error = %e, "GeoIP reload failed; the previous databases stay in use."),
+                    }
+                    reload_metadata_file(&mut engine, reload.metadata_file.as_ref());
+                }
+                None => control_open = false,
+            },
+            _ = ticker.tick() => {
+                match engine.reload_geoip_if_changed() {
+                    Ok(true) => info!("GeoIP database files changed; reloaded."),
+                    Ok(false) => {}
+                    Err(e) => error!(error = %e, "GeoIP files changed but cannot be loaded; the previous databases stay in use."),
+                }
+                if let Some(path) = &reload.metadata_file {
+                    let stamp = modified(path);
+                    if stamp != metadata_stamp {
+                        metadata_stamp = stamp;
+                        reload_metadata_file(&mut engine, Some(path));
+                    }
+                }
+            }
+        }
+    }
+    let out = engine.flush();
+    stats.record_decisions(&out.decisions);
+    for d in &out.decisions {
+        sink(d, &[]);
+    }
+}
+
+fn reload_metadata_file(engine: &mut Engine, path: Option<&PathBuf>) {
+    let Some(path) = path else { return };
+    match MetadataStore::load(path) {
+        Ok(store) => {
+            info!(path = %path.display(), tokens = store.len(), "Token metadata file reloaded.");
+            engine.replace_metadata(store);
+        }
+        Err(problems) => {
+            error!(problems = ?problems, "Token metadata file has errors; the previous metadata stays in use.")
+        }
+    }
+}
+
+/// Sends [`Control::Reload`] on every SIGHUP.
+pub async fn reload_on_sighup(control: mpsc::Sender<Control>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            info!("SIGHUP: reloading GeoIP databases and the token metadata file.");
+            if control.send(Control::Reload).await.is_err() {
+                return;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = control;
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,0 +1,98 @@
+//! What the pipeline has seen, for the demo, logs and tests.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use ingest::Delivery;
+use schemas::{Action, Decision};
+
+pub struct FlowStats {
+    pub events: AtomicU64,
+    pub batches: AtomicU64,
+    /// Decisions by action: none, alert, revoke.
+    pub decisions: [AtomicU64; 3],
+    /// Kafka record timestamp → batch received by the detect stage, µs.
+    pub ingest_latency_us: Mutex<Histogram<u64>>,
+    /// Kafka record timestamp of the triggering event → decision made, µs.
+    pub decision_latency_us: Mutex<Histogram<u64>>,
+}
+
+fn histogram() -> Mutex<Histogram<u64>> {
+    // 1 µs .. 1 hour at 3 significant digits; the bounds are constants.
+    Mutex::new(
+        Histogram::new_with_bounds(1, 3_600_000_000, 3)
+            .unwrap_or_else(|_| unreachable!("valid bounds")),
+    )
+}
+
+impl Default for FlowStats {
+    fn default() -> Self {
+        FlowStats {
+            events: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            decisions: Default::default(),
+            ingest_latency_us: histogram(),
+            decision_latency_us: histogram(),
+        }
+    }
+}
+
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn quantiles(h: &Mutex<Histogram<u64>>) -> (f64, f64, f64) {
+    match h.lock() {
+        Ok(h) if !h.is_empty() => (
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.max() as f64 / 1000.0,
+        ),
+        _ => (0.0, 0.0, 0.0),
+    }
+}
+
+impl FlowStats {
+    /// Records a batch's arrival, once per batch.
+    pub fn record_batch(&self, delivery: &Delivery) {
+        let now = now_us();
+        if let Ok(mut h) = self.ingest_latency_us.lock() {
+            for origin in &delivery.batch.origins {
+                if let Some(ts) = origin.kafka_ts_ms {
+                    h.saturating_record((now - ts * 1000).max(1) as u64);
+                }
+            }
+        }
+        self.events.fetch_add(delivery.batch.len() as u64, Relaxed);
+        self.batches.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_decisions(&self, decisions: &[Decision]) {
+        let now = now_us();
+        let mut h = self.decision_latency_us.lock().ok();
+        for d in decisions {
+            self.decisions[d.action as usize].fetch_add(1, Relaxed);
+            if let (Some(h), Some(ts)) = (h.as_mut(), d.kafka_ts_ms) {
+                h.saturating_record((now - ts * 1000).max(1) as u64);
+            }
+        }
+    }
+
+    pub fn decided(&self, action: Action) -> u64 {
+        self.decisions[action as usize].load(Relaxed)
+    }
+
+    /// `(p50, p99, max)` Kafka timestamp → detect stage, in ms.
+    pub fn latency_ms(&self) -> (f64, f64, f64) {
+        quantiles(&self.ingest_latency_us)
+    }
+
+    /// `(p50, p99, max)` Kafka timestamp → decision, in ms.
+    pub fn decision_latency_ms(&self) -> (f64, f64, f64) {
+        quantiles(&self.decision_latency_us)
+    }
+}

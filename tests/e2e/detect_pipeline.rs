@@ -1,0 +1,101 @@
+//! The pipeline on the real broker: ingest → detect stage → decisions,
+//! with offsets acknowledged after the decisions are handed on.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use detectors::GeoIpConfig;
+use ingest::{IngestConfig, IngestMetrics};
+use schemas::{Action, Event, Mode};
+use tokenwatch::Config;
+use tokenwatch::pipeline::{self, FlowStats};
+use tokio::sync::oneshot;
+
+use crate::support::{self, create_topic, produce, unique_name};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/geoip")).join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn benign_traffic_passes_and_impossible_travel_is_revoked() {
+    let topic = unique_name("detect-events");
+    create_topic(&topic, 2).await;
+    let t0 = 1_795_813_200_000i64;
+    let mut records = Vec::new();
+    // 50 benign tokens, each calling from London every minute for an hour.
+    for minute in 0..60 {
+        for t in 0..50 {
+            let mut e = Event::new(
+                t0 + minute * 60_000 + t,
+                format!("benign-{t}"),
+                "oauth",
+                "GET /v1/orders/{id}",
+            );
+            e.src_ip = Some("81.2.69.142".parse().unwrap());
+            e.request_id = Some(format!("b-{t}-{minute}"));
+            records.push((e.token_id.clone(), e.to_json().into_bytes()));
+        }
+    }
+    // One stolen token: London, then Changchun 30 minutes later.
+    for (i, ip) in [(0, "81.2.69.142"), (30, "175.16.199.7")] {
+        let mut e = Event::new(t0 + i * 60_000, "stolen", "oauth", "GET /v1/orders/{id}");
+        e.src_ip = Some(ip.parse().unwrap());
+        e.request_id = Some(format!("s-{i}"));
+        records.push(("stolen".into(), e.to_json().into_bytes()));
+    }
+    produce(&topic, &records).await;
+
+    let mut ingest = IngestConfig::new(vec![topic.clone()]);
+    ingest.brokers = support::brokers();
+    ingest.group_id = unique_name("detect-group");
+    ingest.dead_letter_topic = unique_name("detect-dlq");
+    let mut config = Config {
+        ingest,
+        detectors: Default::default(),
+        decision: Default::default(),
+    };
+    config.detectors.geoip = Some(GeoIpConfig::new(fixture("GeoIP2-City-Test.mmdb")));
+    config.decision.mode = Mode::Enforce;
+    let engine = pipeline::build_engine(&config).unwrap();
+    let metrics = Arc::new(IngestMetrics::default());
+    let stats = Arc::new(FlowStats::default());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let run = {
+        let (metrics, stats) = (metrics.clone(), stats.clone());
+        tokio::spawn(async move {
+            pipeline::run(&config, engine, metrics, stats, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while stats.events.load(Relaxed) < records.len() as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} events processed",
+            stats.events.load(Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(());
+    run.await.unwrap().unwrap();
+
+    assert_eq!(
+        stats.decided(Action::Revoke),
+        1,
+        "exactly the stolen token is revoked"
+    );
+    assert_eq!(
+        stats.decided(Action::Alert),
+        0,
+        "no benign token is alerted"
+    );
+    assert!(
+        metrics.offsets_stored.load(Relaxed) > 0,
+        "offsets stored after decisions"
+    );
+}
