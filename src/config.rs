@@ -74,6 +74,16 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tokenwatch.example.toml");
         let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.ingest.topics, vec!["api-events".to_string()]);
+        // Every section is spelled out, and equal to the defaults it documents.
+        let geoip = config.detectors.geoip.clone().expect("geoip section");
+        assert_eq!(
+            config.detectors,
+            detectors::DetectorsConfig {
+                geoip: Some(geoip),
+                ..Default::default()
+            }
+        );
+        assert_eq!(config.decision, detectors::DecisionConfig::default());
     }
 
     #[test]
