@@ -19,7 +19,6 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use schemas::Event;
 use tokio::sync::{mpsc, oneshot};
 
 fn brokers() -> String {
@@ -27,28 +26,8 @@ fn brokers() -> String {
 }
 
 fn record(i: usize) -> (String, String) {
-    let token = format!("tok-{:05}", i % 20_000);
-    let mut e = Event::new(
-        1_795_813_200_000 + i as i64,
-        token.clone(),
-        "oauth",
-        "GET /v1/orders/{id}",
-    );
-    e.principal = Some(format!("svc-orders-{}", i % 40));
-    e.src_ip = Some(std::net::IpAddr::from([
-        81,
-        2,
-        (i % 200) as u8,
-        (i % 250) as u8,
-    ]));
-    e.user_agent = Some("orders-client/3.2.1 (linux; x86_64) reqwest/0.12".into());
-    e.session_id = Some(format!("sess-{:08x}", i * 7919));
-    e.resource = Some(format!("/v1/orders/{}", 100_000 + i));
-    e.status = Some(200);
-    e.bytes_out = Some(1200 + (i as u64 % 800));
-    e.records_out = Some(1 + i as u64 % 20);
-    e.request_id = Some(format!("req-{i:010}"));
-    (token, e.to_json())
+    let e = schemas::sample::realistic(i, 20_000, 1_795_813_200_000);
+    (e.token_id.clone(), e.to_json())
 }
 
 fn consumer_config(group: &str) -> ClientConfig {

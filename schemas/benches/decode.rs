@@ -7,27 +7,7 @@ use schemas::decode::Decoder;
 use schemas::{Event, Fingerprinter, Format, events_to_record_batch};
 
 fn realistic(i: usize) -> Event {
-    let mut e = Event::new(
-        1_795_813_200_000 + i as i64,
-        format!("tok-{:05}", i % 5000),
-        "oauth",
-        "GET /v1/orders/{id}",
-    );
-    e.principal = Some(format!("svc-orders-{}", i % 40));
-    e.src_ip = Some(std::net::IpAddr::from([
-        81,
-        2,
-        (i % 200) as u8,
-        (i % 250) as u8,
-    ]));
-    e.user_agent = Some("orders-client/3.2.1 (linux; x86_64) reqwest/0.12".into());
-    e.session_id = Some(format!("sess-{:08x}", i * 7919));
-    e.resource = Some(format!("/v1/orders/{}", 100_000 + i));
-    e.status = Some(200);
-    e.bytes_out = Some(1200 + (i as u64 % 800));
-    e.records_out = Some(1 + i as u64 % 20);
-    e.request_id = Some(format!("req-{i:010}"));
-    e
+    schemas::sample::realistic(i, 5000, 1_795_813_200_000)
 }
 
 fn bench(c: &mut Criterion) {

@@ -17,6 +17,7 @@
 //! - [`metadata`]: [`TokenMetadata`], what the issuer knows about a token.
 //! - [`finding`]: [`Finding`]s with score, confidence and [`Evidence`].
 //! - [`decision`]: the [`Decision`] the revoker consumes, and [`SystemAlert`].
+//! - [`sample`]: realistic sample events for benchmarks, demos and tests.
 
 pub mod batch;
 pub mod columns;
@@ -26,6 +27,7 @@ pub mod event;
 pub mod finding;
 pub mod fingerprint;
 pub mod metadata;
+pub mod sample;
 pub mod time;
 
 pub use batch::{EventBatch, Origin};
