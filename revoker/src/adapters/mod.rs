@@ -1,0 +1,178 @@
+//! Issuer adapters: one per kind of kill switch. Each turns a revocation
+//! request into the issuer's HTTP call and classifies the answer: revoked,
+//! pending (accepted or unconfirmed), retry, or failed for good. Every
+//! status is checked; nothing is assumed to have worked.
+
+mod aws_iam;
+mod github;
+mod http_template;
+mod oauth2;
+mod vault;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use schemas::Secret;
+
+use crate::config::IssuerConfig;
+pub use http_template::render;
+
+/// What the adapter needs to revoke one token.
+#[derive(Debug, Clone)]
+pub struct RevokeRequest {
+    pub issuer: String,
+    pub token_id: String,
+    pub principal: Option<String>,
+    pub decision_id: String,
+    pub reason: String,
+    /// The raw secret, when the handle store holds it.
+    pub secret: Option<Secret>,
+}
+
+/// The classified result of one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    /// The issuer confirmed the token is dead.
+    Revoked,
+    /// Accepted but not confirmed (GitHub's 202): no retry, stays pending.
+    Accepted(String),
+    /// Worth trying again (timeout, 5xx, 429, unconfirmed), maybe after a
+    /// delay the issuer asked for.
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// Will not work however often it is tried (4xx, no secret held).
+    Failed(String),
+}
+
+/// A built adapter.
+pub enum Adapter {
+    Oauth2(oauth2::Oauth2),
+    Github(github::Github),
+    Vault(vault::Vault),
+    AwsIam(aws_iam::AwsIam),
+    Http(http_template::HttpAdapter),
+}
+
+/// Errors building an adapter.
+#[derive(Debug, thiserror::Error)]
+#[error("issuer {issuer}: {reason}")]
+pub struct AdapterError {
+    pub issuer: String,
+    pub reason: String,
+}
+
+pub(crate) fn env(issuer: &str, var: &str) -> Result<String, AdapterError> {
+    std::env::var(var).map_err(|_| AdapterError {
+        issuer: issuer.into(),
+        reason: format!("environment variable {var} is not set"),
+    })
+}
+
+impl Adapter {
+    /// Builds the adapter for `name`, reading its credentials from the
+    /// environment. Must run inside a tokio runtime (GitHub's batcher).
+    pub fn build(
+        name: &str,
+        config: &IssuerConfig,
+        client: reqwest::Client,
+    ) -> Result<Self, AdapterError> {
+        Ok(match config {
+            IssuerConfig::Oauth2 { .. } => {
+                Adapter::Oauth2(oauth2::Oauth2::build(name, config, client)?)
+            }
+            IssuerConfig::Github { .. } => {
+                Adapter::Github(github::Github::build(name, config, client)?)
+            }
+            IssuerConfig::Vault { .. } => {
+                Adapter::Vault(vault::Vault::build(name, config, client)?)
+            }
+            IssuerConfig::AwsIam { .. } => {
+                Adapter::AwsIam(aws_iam::AwsIam::build(name, config, client)?)
+            }
+            IssuerConfig::Http { .. } => {
+                Adapter::Http(http_template::HttpAdapter::build(name, config, client)?)
+            }
+        })
+    }
+
+    pub async fn revoke(&self, req: &RevokeRequest) -> Attempt {
+        match self {
+            Adapter::Oauth2(a) => a.revoke(req).await,
+            Adapter::Github(a) => a.revoke(req).await,
+            Adapter::Vault(a) => a.revoke(req).await,
+            Adapter::AwsIam(a) => a.revoke(req).await,
+            Adapter::Http(a) => a.revoke(req).await,
+        }
+    }
+
+    /// A URL on the issuer's host, to open a keep-alive connection early.
+    pub fn warm_url(&self) -> Option<url::Url> {
+        match self {
+            Adapter::Oauth2(a) => Some(a.revocation_url.clone()),
+            Adapter::Github(a) => Some(a.url.clone()),
+            Adapter::Vault(a) => Some(a.url.clone()),
+            Adapter::AwsIam(a) => Some(a.endpoint.clone()),
+            Adapter::Http(_) => None,
+        }
+    }
+}
+
+/// Classifies an HTTP answer by status.
+pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &str) -> Attempt {
+    let snippet: String = body.chars().take(200).collect();
+    match status.as_u16() {
+        202 => Attempt::Accepted("accepted (202), revocation pending at the issuer".into()),
+        200..=299 => Attempt::Revoked,
+        408 | 425 | 429 | 500..=599 => Attempt::Retry {
+            reason: format!("HTTP {status}"),
+            after: retry_after(headers),
+        },
+        _ => Attempt::Failed(format!("HTTP {status}: {snippet}")),
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is treated as absent).
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// A transport error as a retry. The URL is left out: it may hold a token.
+pub(crate) fn transport(e: reqwest::Error) -> Attempt {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    Attempt::Retry {
+        reason: format!("{kind}: {}", e.without_url()),
+        after: None,
+    }
+}
+
+/// Sends a request and classifies the answer.
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> Attempt {
+    match request.send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = resp.text().await.unwrap_or_default();
+            classify(status, &headers, &body)
+        }
+        Err(e) => transport(e),
+    }
+}
+
+#[cfg(test)]
+mod tests;

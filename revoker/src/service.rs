@@ -1,0 +1,615 @@
+//! The revoker service: takes decisions, writes the ledger first, calls
+//! issuers with retries behind per-issuer circuit breakers, and sends the
+//! alert webhooks. One task owns the ledger; each revocation's attempts run
+//! on their own task and report back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::config::ClientConfig;
+use schemas::{Action, Decision, Secret, SystemAlert};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::adapters::{Adapter, AdapterError, Attempt, RevokeRequest};
+use crate::backoff::{Backoff, Breaker};
+use crate::config::RevokerConfig;
+use crate::handles::HandleStore;
+use crate::ledger::{Begin, Ledger, LedgerError, Record, State};
+use crate::metrics::RevokerMetrics;
+use crate::webhook::payload::{DecisionAlert, Envelope, RevocationAlert, SystemData, Timings};
+use crate::webhook::{Outgoing, WebhookError, Webhooks};
+
+/// What the service is asked to do.
+pub enum Command {
+    /// Decisions (and system alerts) from the detect stage. `handed` fires
+    /// once every revoke is recorded in the ledger, so the batch may be
+    /// acknowledged; it is dropped unfired if the ledger cannot be written.
+    Decisions {
+        decisions: Vec<Decision>,
+        alerts: Vec<SystemAlert>,
+        handed: oneshot::Sender<()>,
+    },
+    /// Raw secrets seen at decode time, for issuers that need them.
+    Secrets(Vec<(String, String, Secret)>),
+    /// The manual kill switch.
+    Manual {
+        issuer: String,
+        token_id: String,
+        principal: Option<String>,
+        reason: String,
+        reply: oneshot::Sender<Result<Record, String>>,
+    },
+    /// Every decided revocation, for gateways.
+    Denylist(oneshot::Sender<Vec<Record>>),
+}
+
+/// Errors building the service.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid revoker config:\n  - {}", .0.join("\n  - "))]
+    Config(Vec<String>),
+    #[error(transparent)]
+    Adapter(#[from] AdapterError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+    #[error("cannot create the Kafka producer: {0}")]
+    Kafka(rdkafka::error::KafkaError),
+}
+
+struct AttemptResult {
+    issuer: String,
+    token_id: String,
+    attempt: Attempt,
+    attempts: u32,
+    answered_at_ms: i64,
+    last: bool,
+}
+
+pub struct Revoker {
+    config: RevokerConfig,
+    adapters: HashMap<String, Arc<Adapter>>,
+    ledger: Ledger,
+    handles: HandleStore,
+    breakers: Arc<Mutex<HashMap<String, Breaker>>>,
+    webhooks: Webhooks,
+    metrics: Arc<RevokerMetrics>,
+    config_hash: String,
+    results: (mpsc::Sender<AttemptResult>, mpsc::Receiver<AttemptResult>),
+    in_flight: usize,
+    seed: u64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The HTTP client every adapter and webhook shares: keep-alive pools,
+/// TCP_NODELAY, a timeout per request.
+pub fn http_client(request_timeout: Duration) -> Result<reqwest::Client, BuildError> {
+    // rustls needs a process-wide crypto provider; a second install is a no-op.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(32)
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(request_timeout)
+        .user_agent(concat!("tokenwatch/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| BuildError::Http(e.to_string()))
+}
+
+impl Revoker {
+    /// Validates the config, builds adapters and webhooks, and rebuilds the
+    /// ledger from its topic (`kafka` = None keeps it in memory). Blocks
+    /// while the ledger is read; run it on a blocking thread of a tokio
+    /// runtime.
+    pub fn build(
+        config: &RevokerConfig,
+        kafka: Option<&ClientConfig>,
+        config_hash: String,
+    ) -> Result<Self, BuildError> {
+        let problems = config.validate();
+        if !problems.is_empty() {
+            return Err(BuildError::Config(problems));
+        }
+        let client = http_client(config.request_timeout)?;
+        let mut adapters = HashMap::new();
+        for (name, issuer) in &config.issuers {
+            adapters.insert(
+                name.clone(),
+                Arc::new(Adapter::build(name, issuer, client.clone())?),
+            );
+        }
+        let (ledger, dead_letter) = match kafka {
+            Some(k) => {
+                let producer = k.create().map_err(BuildError::Kafka)?;
+                (
+                    Ledger::rebuild(k, &config.ledger_topic)?,
+                    Some((producer, config.webhook_dead_letter_topic.clone())),
+                )
+            }
+            None => (Ledger::in_memory(), None),
+        };
+        let webhooks = Webhooks::build(&config.webhooks, client.clone(), dead_letter)?;
+        for adapter in adapters.values() {
+            if let Some(url) = adapter.warm_url() {
+                let client = client.clone();
+                // Open a keep-alive connection now, so the first revocation
+                // does not pay for the TCP (and TLS) handshake.
+                tokio::spawn(async move {
+                    let _ = client.head(url).send().await;
+                });
+            }
+        }
+        info!(
+            issuers = adapters.len(),
+            ledger_entries = ledger.len(),
+            webhooks = config.webhooks.len(),
+            "Revoker ready."
+        );
+        Ok(Revoker {
+            config: config.clone(),
+            adapters,
+            ledger,
+            handles: HandleStore::new(config.secret_handles.ttl, config.secret_handles.max_entries),
+            breakers: Arc::default(),
+            webhooks,
+            metrics: Arc::default(),
+            config_hash,
+            results: mpsc::channel(1024),
+            in_flight: 0,
+            seed: 0x5DEE_CE66_D1CE_4E5B,
+        })
+    }
+
+    pub fn metrics(&self) -> Arc<RevokerMetrics> {
+        self.metrics.clone()
+    }
+
+    pub fn webhook_metrics(&self) -> Arc<crate::webhook::WebhookMetrics> {
+        self.webhooks.metrics.clone()
+    }
+
+    /// Replaces the webhook clock (seconds since the epoch), for tests.
+    pub fn with_webhook_clock(mut self, clock: fn() -> i64) -> Self {
+        self.webhooks = self.webhooks.with_clock(clock);
+        self
+    }
+
+    /// Serves commands until the channel closes, then waits (up to the
+    /// retry cap) for revocations in flight to report.
+    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let span = info_span!("revoker");
+        async move {
+            for record in self.ledger.unfinished() {
+                info!(issuer = %record.issuer, token_id = %record.token_id, "Resuming an unfinished revocation.");
+                self.spawn_attempts(record);
+            }
+            loop {
+                tokio::select! {
+                    cmd = commands.recv() => match cmd {
+                        Some(cmd) => self.handle(cmd).await,
+                        None => break,
+                    },
+                    Some(result) = self.results.1.recv() => self.on_result(result).await,
+                }
+            }
+            let deadline = tokio::time::Instant::now() + self.config.retry.max_delay;
+            while self.in_flight > 0 {
+                match tokio::time::timeout_at(deadline, self.results.1.recv()).await {
+                    Ok(Some(result)) => self.on_result(result).await,
+                    _ => break,
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Secrets(secrets) => {
+                let now = Instant::now();
+                for (issuer, token_id, secret) in secrets {
+                    self.handles.put(&issuer, &token_id, secret, now);
+                }
+            }
+            Command::Decisions {
+                decisions,
+                alerts,
+                handed,
+            } => {
+                let mut ok = true;
+                for d in &decisions {
+                    ok &= self.on_decision(d).await;
+                }
+                for a in &alerts {
+                    self.send_system(a);
+                }
+                if ok {
+                    let _ = handed.send(());
+                }
+            }
+            Command::Manual {
+                issuer,
+                token_id,
+                principal,
+                reason,
+                reply,
+            } => {
+                let _ = reply.send(self.manual(issuer, token_id, principal, reason).await);
+            }
+            Command::Denylist(reply) => {
+                let _ = reply.send(self.ledger.denylist());
+            }
+        }
+    }
+
+    /// Records and starts a revoke, and sends the decision's alert.
+    /// Returns false if the ledger could not be written.
+    async fn on_decision(&mut self, d: &Decision) -> bool {
+        let decided_at = now_ms();
+        let mut revocation = None;
+        if d.action == Action::Revoke {
+            let record = Record {
+                issuer: d.issuer.clone(),
+                token_id: d.token_id.clone(),
+                principal: d.principal.clone(),
+                state: State::Pending,
+                decision_id: d.id.clone(),
+                reason: d
+                    .findings
+                    .iter()
+                    .map(|f| f.summary.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                attempts: 0,
+                accepted: false,
+                event_ts_ms: d.event_ts_ms,
+                kafka_ts_ms: d.kafka_ts_ms,
+                decided_at_ms: decided_at,
+                answered_at_ms: None,
+                last_error: None,
+                manual: false,
+            };
+            match self.begin(record).await {
+                Ok(r) => revocation = Some(r),
+                Err(()) => return false,
+            }
+        }
+        let timings = Timings::new(d.event_ts_ms, d.kafka_ts_ms, decided_at, None, false);
+        let data = DecisionAlert {
+            decision: d,
+            revocation: revocation.as_ref().map(Into::into),
+            config_hash: &self.config_hash,
+            timings,
+        };
+        self.send_webhook(d.id.clone(), "tokenwatch.decision", d.action, &data);
+        true
+    }
+
+    /// Writes the pending record and starts the issuer calls, unless the
+    /// token is already in the ledger. Returns the token's ledger record.
+    async fn begin(&mut self, record: Record) -> Result<Record, ()> {
+        match self.ledger.begin(record.clone()).await {
+            Ok(Begin::New) => {
+                self.spawn_attempts(record.clone());
+                Ok(record)
+            }
+            Ok(Begin::Known(state)) => {
+                self.metrics.count(&record.issuer, |c| c.duplicates += 1);
+                info!(issuer = %record.issuer, token_id = %record.token_id, ?state, "Token already in the revocation ledger; not calling the issuer again.");
+                Ok(self
+                    .ledger
+                    .get(&record.issuer, &record.token_id)
+                    .cloned()
+                    .unwrap_or(record))
+            }
+            Err(e) => {
+                error!(error = %e, issuer = %record.issuer, token_id = %record.token_id, "Cannot write the revocation ledger; the batch stays unacknowledged.");
+                Err(())
+            }
+        }
+    }
+
+    async fn manual(
+        &mut self,
+        issuer: String,
+        token_id: String,
+        principal: Option<String>,
+        reason: String,
+    ) -> Result<Record, String> {
+        if !self.adapters.contains_key(&issuer) {
+            return Err(format!("no issuer named {issuer:?} is configured"));
+        }
+        let now = now_ms();
+        let id = Decision::make_id(&["manual", &issuer, &token_id, &now.to_string()]);
+        let record = Record {
+            issuer,
+            token_id,
+            principal,
+            state: State::Pending,
+            decision_id: id,
+            reason,
+            attempts: 0,
+            accepted: false,
+            event_ts_ms: now,
+            kafka_ts_ms: None,
+            decided_at_ms: now,
+            answered_at_ms: None,
+            last_error: None,
+            manual: true,
+        };
+        self.begin(record)
+            .await
+            .map_err(|()| "cannot write the revocation ledger".to_string())
+    }
+
+    fn spawn_attempts(&mut self, record: Record) {
+        let Some(adapter) = self.adapters.get(&record.issuer).cloned() else {
+            let tx = self.results.0.clone();
+            self.in_flight += 1;
+            let result = AttemptResult {
+                issuer: record.issuer.clone(),
+                token_id: record.token_id.clone(),
+                attempt: Attempt::Failed(format!(
+                    "no issuer named {:?} is configured",
+                    record.issuer
+                )),
+                attempts: record.attempts,
+                answered_at_ms: now_ms(),
+                last: true,
+            };
+            tokio::spawn(async move {
+                let _ = tx.send(result).await;
+            });
+            return;
+        };
+        let request = RevokeRequest {
+            issuer: record.issuer.clone(),
+            token_id: record.token_id.clone(),
+            principal: record.principal.clone(),
+            decision_id: record.decision_id.clone(),
+            reason: record.reason.clone(),
+            secret: self
+                .handles
+                .get(&record.issuer, &record.token_id, Instant::now()),
+        };
+        self.seed = self
+            .seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        let backoff = Backoff::new(self.config.retry.clone(), self.seed);
+        let breakers = self.breakers.clone();
+        let breaker_config = self.config.breaker.clone();
+        let metrics = self.metrics.clone();
+        let results = self.results.0.clone();
+        let done = record.attempts;
+        self.in_flight += 1;
+        tokio::spawn(attempts(
+            adapter,
+            request,
+            backoff,
+            breakers,
+            breaker_config,
+            metrics,
+            results,
+            done,
+        ));
+    }
+
+    async fn on_result(&mut self, r: AttemptResult) {
+        let Some(mut record) = self.ledger.get(&r.issuer, &r.token_id).cloned() else {
+            return;
+        };
+        record.attempts = r.attempts;
+        let final_state = match (&r.attempt, r.last) {
+            (Attempt::Revoked, _) => Some(State::Revoked),
+            (Attempt::Accepted(_), _) => {
+                record.accepted = true;
+                Some(State::Pending)
+            }
+            (Attempt::Failed(e), _) | (Attempt::Retry { reason: e, .. }, true) => {
+                record.last_error = Some(e.clone());
+                Some(State::Failed)
+            }
+            (Attempt::Retry { reason, .. }, false) => {
+                record.last_error = Some(reason.clone());
+                None
+            }
+        };
+        if let Some(state) = final_state {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            record.state = state;
+            record.answered_at_ms = Some(r.answered_at_ms);
+            RevokerMetrics::record_latency(
+                &self.metrics.decision_to_answer_us,
+                (r.answered_at_ms - record.decided_at_ms) * 1000,
+            );
+            if state == State::Revoked {
+                let start = record.kafka_ts_ms.unwrap_or(record.event_ts_ms);
+                RevokerMetrics::record_latency(
+                    &self.metrics.event_to_revoked_us,
+                    (r.answered_at_ms - start) * 1000,
+                );
+            }
+            self.metrics.count(&record.issuer, |c| match state {
+                State::Revoked => c.revoked += 1,
+                State::Pending => c.accepted += 1,
+                State::Failed => c.failed += 1,
+            });
+        }
+        if let Err(e) = self.ledger.update(record.clone()).await {
+            error!(error = %e, issuer = %record.issuer, token_id = %record.token_id, "Cannot write a revocation's new state to the ledger.");
+        }
+        let Some(state) = final_state else { return };
+        match state {
+            State::Revoked => {
+                info!(issuer = %record.issuer, token_id = %record.token_id, attempts = record.attempts, "Token revoked.")
+            }
+            State::Pending => {
+                info!(issuer = %record.issuer, token_id = %record.token_id, "Issuer accepted the revocation; confirmation pending.")
+            }
+            State::Failed => {
+                error!(issuer = %record.issuer, token_id = %record.token_id, error = ?record.last_error, "Revocation failed.");
+                self.send_system(&SystemAlert {
+                    kind: "revocation_failed",
+                    message: format!(
+                        "Revoking {} at {} failed after {} attempt(s): {}. The token is still denied at gateways; revoke it by hand.",
+                        record.token_id,
+                        record.issuer,
+                        record.attempts,
+                        record.last_error.as_deref().unwrap_or("unknown error")
+                    ),
+                    issuer: Some(record.issuer.clone()),
+                    ts_ms: r.answered_at_ms,
+                });
+            }
+        }
+        let timings = Timings::new(
+            record.event_ts_ms,
+            record.kafka_ts_ms,
+            record.decided_at_ms,
+            record.answered_at_ms,
+            state == State::Revoked,
+        );
+        let data = RevocationAlert {
+            decision_id: &record.decision_id,
+            issuer: &record.issuer,
+            token_id: &record.token_id,
+            reason: &record.reason,
+            revocation: (&record).into(),
+            config_hash: &self.config_hash,
+            timings,
+        };
+        let id = format!("{}.revocation", record.decision_id);
+        self.send_webhook(id, "tokenwatch.revocation", Action::Revoke, &data);
+    }
+
+    fn send_system(&self, alert: &SystemAlert) {
+        let id = Decision::make_id(&[
+            alert.kind,
+            alert.issuer.as_deref().unwrap_or(""),
+            &alert.ts_ms.to_string(),
+        ]);
+        let data = SystemData {
+            alert,
+            config_hash: &self.config_hash,
+        };
+        self.send_webhook(id, "tokenwatch.system", Action::Revoke, &data);
+    }
+
+    fn send_webhook<T: serde::Serialize>(
+        &self,
+        id: String,
+        kind: &'static str,
+        action: Action,
+        data: &T,
+    ) {
+        if self.webhooks.is_empty() {
+            return;
+        }
+        let envelope = Envelope {
+            kind,
+            timestamp: schemas::time::format_rfc3339_ms(now_ms()),
+            data,
+        };
+        match serde_json::to_vec(&envelope) {
+            Ok(body) => self.webhooks.send(Outgoing {
+                id,
+                kind,
+                action,
+                body: Arc::new(body),
+            }),
+            Err(e) => warn!(error = %e, "Cannot serialize an alert."),
+        }
+    }
+}
+
+/// Calls the issuer until it answers for good or attempts run out,
+/// reporting every attempt.
+#[allow(clippy::too_many_arguments)]
+async fn attempts(
+    adapter: Arc<Adapter>,
+    request: RevokeRequest,
+    mut backoff: Backoff,
+    breakers: Arc<Mutex<HashMap<String, Breaker>>>,
+    breaker_config: crate::config::BreakerConfig,
+    metrics: Arc<RevokerMetrics>,
+    results: mpsc::Sender<AttemptResult>,
+    mut done: u32,
+) {
+    let issuer = request.issuer.clone();
+    loop {
+        loop {
+            let permit = breakers
+                .lock()
+                .map(|mut b| {
+                    b.entry(issuer.clone())
+                        .or_insert_with(|| Breaker::new(breaker_config.clone()))
+                        .permit(Instant::now())
+                })
+                .unwrap_or(Ok(()));
+            match permit {
+                Ok(()) => break,
+                Err(wait) => tokio::time::sleep(wait.max(Duration::from_millis(10))).await,
+            }
+        }
+        done += 1;
+        metrics.count(&issuer, |c| {
+            c.attempts += 1;
+            if done > 1 {
+                c.retries += 1;
+            }
+        });
+        let attempt = adapter.revoke(&request).await;
+        let answered_at_ms = now_ms();
+        if let Ok(mut b) = breakers.lock() {
+            let breaker = b
+                .entry(issuer.clone())
+                .or_insert_with(|| Breaker::new(breaker_config.clone()));
+            let opened_before = breaker.opened;
+            match attempt {
+                Attempt::Retry { .. } => breaker.failure(Instant::now()),
+                _ => breaker.success(),
+            }
+            if breaker.opened > opened_before {
+                metrics
+                    .breaker_opened
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                warn!(%issuer, "Circuit breaker opened: the issuer keeps failing; calls pause for the cooldown.");
+            }
+        }
+        let retry_after = match &attempt {
+            Attempt::Retry { after, .. } => Some(*after),
+            _ => None,
+        };
+        let last = retry_after.is_none() || done >= backoff.max_attempts();
+        let result = AttemptResult {
+            issuer: issuer.clone(),
+            token_id: request.token_id.clone(),
+            attempt,
+            attempts: done,
+            answered_at_ms,
+            last,
+        };
+        if results.send(result).await.is_err() || last {
+            return;
+        }
+        let delay = backoff.delay(done);
+        tokio::time::sleep(match retry_after.flatten() {
+            Some(after) => after.max(delay),
+            None => delay,
+        })
+        .await;
+    }
+}

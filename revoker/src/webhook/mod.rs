@@ -1,0 +1,226 @@
+//! Alert webhooks per the Standard Webhooks spec: signed, retried on a
+//! schedule (honouring `Retry-After` on 429 and 503), an endpoint that
+//! answers `410 Gone` is disabled, and a delivery that exhausts its retries
+//! goes to a dead-letter topic. The message id is deterministic, so a
+//! replayed decision reuses it and receivers can deduplicate.
+
+pub mod payload;
+pub mod sign;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use schemas::Action;
+use tracing::{error, warn};
+
+use crate::adapters::retry_after;
+use crate::config::WebhookConfig;
+
+/// One message for every endpoint.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub id: String,
+    pub kind: &'static str,
+    /// The action the message is about; endpoints filter on `min_action`.
+    /// System alerts use `Revoke` so every endpoint gets them.
+    pub action: Action,
+    pub body: Arc<Vec<u8>>,
+}
+
+/// Delivery counters.
+#[derive(Debug, Default)]
+pub struct WebhookMetrics {
+    pub delivered: AtomicU64,
+    pub attempts: AtomicU64,
+    pub retries: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub disabled_endpoints: AtomicU64,
+}
+
+struct Endpoint {
+    config: WebhookConfig,
+    keys: Vec<Vec<u8>>,
+    disabled: AtomicBool,
+}
+
+/// Sends messages to every configured endpoint.
+#[derive(Clone)]
+pub struct Webhooks {
+    endpoints: Arc<Vec<Endpoint>>,
+    client: reqwest::Client,
+    dead_letter: Option<(FutureProducer, String)>,
+    pub metrics: Arc<WebhookMetrics>,
+    /// Seconds since the epoch; a function so tests can sign at other times.
+    clock: fn() -> i64,
+}
+
+/// Errors building the webhook sender.
+#[derive(Debug, thiserror::Error)]
+#[error("webhook {url}: {reason}")]
+pub struct WebhookError {
+    pub url: String,
+    pub reason: String,
+}
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Webhooks {
+    /// Reads each endpoint's `whsec_` secrets from the environment.
+    pub fn build(
+        configs: &[WebhookConfig],
+        client: reqwest::Client,
+        dead_letter: Option<(FutureProducer, String)>,
+    ) -> Result<Self, WebhookError> {
+        let mut endpoints = Vec::new();
+        for c in configs {
+            let mut keys = Vec::new();
+            for var in &c.secret_envs {
+                let err = |reason: String| WebhookError {
+                    url: c.url.to_string(),
+                    reason,
+                };
+                let text = std::env::var(var)
+                    .map_err(|_| err(format!("environment variable {var} is not set")))?;
+                keys.push(
+                    sign::parse_secret(&text)
+                        .ok_or_else(|| err(format!("{var} is not a whsec_ base64 secret")))?,
+                );
+            }
+            endpoints.push(Endpoint {
+                config: c.clone(),
+                keys,
+                disabled: AtomicBool::new(false),
+            });
+        }
+        Ok(Webhooks {
+            endpoints: Arc::new(endpoints),
+            client,
+            dead_letter,
+            metrics: Arc::default(),
+            clock: now_s,
+        })
+    }
+
+    pub fn with_clock(mut self, clock: fn() -> i64) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// Queues `msg` for every endpoint that wants it; each delivery runs on
+    /// its own task, so one slow endpoint or message holds up no other.
+    pub fn send(&self, msg: Outgoing) {
+        for i in 0..self.endpoints.len() {
+            if msg.action < self.endpoints[i].config.min_action {
+                continue;
+            }
+            let this = self.clone();
+            let msg = msg.clone();
+            tokio::spawn(async move { this.deliver(i, msg).await });
+        }
+    }
+
+    async fn deliver(&self, i: usize, msg: Outgoing) {
+        let endpoint = &self.endpoints[i];
+        let schedule = &endpoint.config.retry_schedule;
+        let mut last = String::new();
+        for attempt in 0..=schedule.len() {
+            if endpoint.disabled.load(Relaxed) {
+                last = "endpoint disabled after 410 Gone".into();
+                break;
+            }
+            self.metrics.attempts.fetch_add(1, Relaxed);
+            let ts = (self.clock)();
+            let signature = sign::signature_header(&endpoint.keys, &msg.id, ts, &msg.body);
+            let result = self
+                .client
+                .post(endpoint.config.url.clone())
+                .timeout(endpoint.config.timeout)
+                .header("content-type", "application/json")
+                .header("webhook-id", &msg.id)
+                .header("webhook-timestamp", ts.to_string())
+                .header("webhook-signature", signature)
+                .body(msg.body.as_ref().clone())
+                .send()
+                .await;
+            let mut wait = schedule.get(attempt).copied();
+            match result {
+                Ok(resp) if resp.status().is_success() => {
+                    self.metrics.delivered.fetch_add(1, Relaxed);
+                    return;
+                }
+                Ok(resp) if resp.status() == 410 => {
+                    endpoint.disabled.store(true, Relaxed);
+                    self.metrics.disabled_endpoints.fetch_add(1, Relaxed);
+                    error!(url = %endpoint.config.url, "Webhook endpoint answered 410 Gone; it is disabled until restart.");
+                    last = "endpoint answered 410 Gone".into();
+                    break;
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    if matches!(status.as_u16(), 429 | 503) {
+                        if let Some(after) = retry_after(resp.headers()) {
+                            wait = wait.map(|w| w.max(after));
+                        }
+                    }
+                    last = format!("HTTP {status}");
+                }
+                Err(e) => last = format!("{}", e.without_url()),
+            }
+            let Some(wait) = wait else { break };
+            self.metrics.retries.fetch_add(1, Relaxed);
+            warn!(url = %endpoint.config.url, id = %msg.id, error = %last, retry_in = ?wait, "Webhook delivery failed; retrying.");
+            tokio::time::sleep(wait).await;
+        }
+        self.dead_letter(endpoint, &msg, &last, schedule.len() as u32 + 1)
+            .await;
+    }
+
+    async fn dead_letter(&self, endpoint: &Endpoint, msg: &Outgoing, reason: &str, attempts: u32) {
+        self.metrics.dead_lettered.fetch_add(1, Relaxed);
+        let url = endpoint.config.url.to_string();
+        error!(url = %url, id = %msg.id, reason, "Webhook delivery gave up; sending it to the dead-letter topic.");
+        let Some((producer, topic)) = &self.dead_letter else {
+            return;
+        };
+        let attempts = attempts.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "tokenwatch.webhook.url",
+                value: Some(url.as_str()),
+            })
+            .insert(Header {
+                key: "tokenwatch.webhook.id",
+                value: Some(msg.id.as_str()),
+            })
+            .insert(Header {
+                key: "tokenwatch.webhook.type",
+                value: Some(msg.kind),
+            })
+            .insert(Header {
+                key: "tokenwatch.reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "tokenwatch.attempts",
+                value: Some(attempts.as_str()),
+            });
+        let record = FutureRecord::to(topic.as_str())
+            .key(msg.id.as_str())
+            .payload(msg.body.as_slice())
+            .headers(headers);
+        if let Err((e, _)) = producer.send(record, Duration::from_secs(30)).await {
+            error!(error = %e, id = %msg.id, "Cannot write to the webhook dead-letter topic; the alert is only in this log.");
+        }
+    }
+}
