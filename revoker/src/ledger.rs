@@ -79,8 +79,9 @@ enum Sink {
         producer: FutureProducer,
         topic: String,
     },
-    /// For tests and tools that run without Kafka.
-    Memory(Vec<Record>),
+    /// For tests and tools that run without Kafka; shared so a test can
+    /// read what was written while the service runs.
+    Memory(std::sync::Arc<std::sync::Mutex<Vec<Record>>>),
 }
 
 pub struct Ledger {
@@ -102,7 +103,15 @@ impl Ledger {
     pub fn in_memory() -> Self {
         Ledger {
             entries: HashMap::new(),
-            sink: Sink::Memory(Vec::new()),
+            sink: Sink::Memory(Default::default()),
+        }
+    }
+
+    /// Everything written so far, for in-memory ledgers (tests).
+    pub fn log(&self) -> std::sync::Arc<std::sync::Mutex<Vec<Record>>> {
+        match &self.sink {
+            Sink::Memory(log) => log.clone(),
+            Sink::Kafka { .. } => Default::default(),
         }
     }
 
@@ -200,7 +209,9 @@ impl Ledger {
                     })
             }
             Sink::Memory(log) => {
-                log.push(record.clone());
+                if let Ok(mut log) = log.lock() {
+                    log.push(record.clone());
+                }
                 Ok(())
             }
         }
@@ -254,13 +265,5 @@ impl Ledger {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-
-    /// Records written, for in-memory ledgers (tests).
-    pub fn written(&self) -> &[Record] {
-        match &self.sink {
-            Sink::Memory(log) => log,
-            Sink::Kafka { .. } => &[],
-        }
     }
 }

@@ -171,6 +171,11 @@ impl Revoker {
         })
     }
 
+    /// What the ledger wrote, when it is in memory (tests).
+    pub fn ledger_log(&self) -> Arc<Mutex<Vec<Record>>> {
+        self.ledger.log()
+    }
+
     pub fn metrics(&self) -> Arc<RevokerMetrics> {
         self.metrics.clone()
     }
@@ -613,3 +618,6 @@ async fn attempts(
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,6 +22,8 @@ pub struct Captured {
     pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Captured {
@@ -118,6 +120,7 @@ async fn handle(
             query: uri.query().map(str::to_owned),
             headers,
             body: body.to_vec(),
+            at: std::time::Instant::now(),
         });
     }
     s.notify.notify_waiters();

@@ -224,3 +224,6 @@ impl Webhooks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

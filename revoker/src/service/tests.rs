@@ -1,0 +1,339 @@
+//! The service end to end, with an in-memory ledger and real HTTP issuers
+//! and webhook receivers on 127.0.0.1.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use schemas::{Action, Decision, DetectorKind, Evidence, Finding, Mode, Secret};
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use crate::config::{
+    BreakerConfig, ClientAuth, IssuerConfig, RetryConfig, RevokerConfig, WebhookConfig,
+};
+use crate::testing::{Reply, TestServer};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn decision(token: &str, n: u32) -> Decision {
+    let finding = Finding::new(
+        DetectorKind::Geo,
+        "impossible_travel",
+        0.95,
+        "GB → CN: 8072 km in 30 min".into(),
+        Evidence::default(),
+    );
+    Decision {
+        id: format!("dec_{token}_{n}"),
+        issuer: "iss".into(),
+        token_id: token.into(),
+        principal: Some("alice".into()),
+        action: Action::Revoke,
+        recommended: Action::Revoke,
+        mode: Mode::Enforce,
+        risk: 0.95,
+        findings: vec![finding],
+        shadow_findings: vec![],
+        repeats: None,
+        notes: vec![],
+        event_ts_ms: 1_795_813_200_000,
+        kafka_ts_ms: Some(1_795_813_200_000),
+    }
+}
+
+fn http_issuer(server: &TestServer) -> IssuerConfig {
+    IssuerConfig::Http {
+        method: "POST".into(),
+        url: format!("http://{}/revoke/{{token_id}}", server.addr),
+        headers: Default::default(),
+        headers_from_env: Default::default(),
+        body: None,
+    }
+}
+
+fn config(issuer: IssuerConfig) -> RevokerConfig {
+    RevokerConfig {
+        issuers: [("iss".to_string(), issuer)].into(),
+        request_timeout: Duration::from_millis(300),
+        retry: RetryConfig {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(50),
+        },
+        ..Default::default()
+    }
+}
+
+struct Running {
+    commands: mpsc::Sender<Command>,
+    log: Arc<Mutex<Vec<Record>>>,
+    metrics: Arc<RevokerMetrics>,
+}
+
+fn start(config: &RevokerConfig) -> Running {
+    let revoker = Revoker::build(config, None, "cfg_test".into()).unwrap();
+    let (commands, rx) = mpsc::channel(16);
+    let running = Running {
+        commands,
+        log: revoker.ledger_log(),
+        metrics: revoker.metrics(),
+    };
+    tokio::spawn(revoker.run(rx));
+    running
+}
+
+impl Running {
+    async fn decide(&self, decisions: Vec<Decision>) {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Decisions {
+                decisions,
+                alerts: vec![],
+                handed: tx,
+            })
+            .await
+            .unwrap();
+        rx.await.expect("decisions handed to the ledger");
+    }
+
+    /// Waits until the ledger holds `state` for `token`, returning the log.
+    async fn until(&self, token: &str, state: State) -> Vec<Record> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.commands.send(Command::Denylist(tx)).await.unwrap();
+            if rx
+                .await
+                .unwrap()
+                .iter()
+                .any(|r| r.token_id == token && r.state == state)
+            {
+                return self.log.lock().unwrap().clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{token} never reached {state:?}: {:?}",
+                self.log.lock().unwrap()
+            );
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn three_503s_then_200_revokes_once_with_retries_in_metrics() {
+    let server = TestServer::start(Reply::status(200)).await;
+    server.script([Reply::status(503), Reply::status(503), Reply::status(503)]);
+    let r = start(&config(http_issuer(&server)));
+    r.decide(vec![decision("tok-a", 1)]).await;
+    let log = r.until("tok-a", State::Revoked).await;
+    assert_eq!(server.requests().len(), 4);
+    assert!(server.requests().iter().all(|q| q.path == "/revoke/tok-a"));
+    let c = r.metrics.issuer("iss");
+    assert_eq!((c.attempts, c.retries, c.revoked, c.failed), (4, 3, 1, 0));
+    // Written pending first, once per retry, then revoked.
+    let states: Vec<State> = log.iter().map(|r| r.state).collect();
+    assert_eq!(
+        states,
+        [
+            State::Pending,
+            State::Pending,
+            State::Pending,
+            State::Pending,
+            State::Revoked
+        ]
+    );
+    assert_eq!(
+        log[1].last_error.as_deref(),
+        Some("HTTP 503 Service Unavailable")
+    );
+    assert_eq!(log.last().unwrap().attempts, 4);
+}
+
+#[tokio::test]
+async fn a_timeout_stays_pending_until_the_issuer_recovers() {
+    let server = TestServer::start(Reply::status(200)).await;
+    server.script([
+        Reply::status(200).delayed(Duration::from_secs(2)),
+        Reply::status(200).delayed(Duration::from_secs(2)),
+    ]);
+    let r = start(&config(http_issuer(&server)));
+    r.decide(vec![decision("tok-t", 1)]).await;
+    let log = r.until("tok-t", State::Revoked).await;
+    let timeouts = log
+        .iter()
+        .filter(|x| {
+            x.state == State::Pending
+                && x.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("timeout"))
+        })
+        .count();
+    assert_eq!(timeouts, 2, "{log:?}");
+    assert_eq!(r.metrics.issuer("iss").revoked, 1);
+}
+
+#[tokio::test]
+async fn the_circuit_breaker_opens_and_closes() {
+    let server = TestServer::start(Reply::status(200)).await;
+    server.script([Reply::status(500), Reply::status(500), Reply::status(500)]);
+    let mut cfg = config(http_issuer(&server));
+    cfg.breaker = BreakerConfig {
+        failure_threshold: 2,
+        cooldown: Duration::from_millis(400),
+    };
+    let r = start(&cfg);
+    r.decide(vec![decision("tok-b", 1)]).await;
+    r.until("tok-b", State::Revoked).await;
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 4);
+    assert!(
+        r.metrics.breaker_opened() >= 2,
+        "opened after 2 failures, and again when the trial failed"
+    );
+    // While open, nothing is sent: each gap after the breaker opened spans
+    // at least the cooldown.
+    assert!(reqs[2].at.duration_since(reqs[1].at) >= Duration::from_millis(390));
+    assert!(reqs[3].at.duration_since(reqs[2].at) >= Duration::from_millis(390));
+}
+
+#[tokio::test]
+async fn ten_decisions_for_one_token_make_one_issuer_call() {
+    let server = TestServer::start(Reply::status(200)).await;
+    let r = start(&config(http_issuer(&server)));
+    r.decide((0..10).map(|n| decision("tok-d", n)).collect())
+        .await;
+    r.until("tok-d", State::Revoked).await;
+    r.decide(vec![decision("tok-d", 11)]).await;
+    assert_eq!(server.requests().len(), 1);
+    assert_eq!(r.metrics.issuer("iss").duplicates, 10);
+}
+
+#[tokio::test]
+async fn exhausted_retries_fail_loudly_with_a_system_alert() {
+    let server = TestServer::start(Reply::status(500)).await;
+    let hooks = TestServer::start(Reply::status(200)).await;
+    unsafe {
+        std::env::set_var(
+            "TW_TEST_WHSEC_FAIL",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+    };
+    let mut cfg = config(http_issuer(&server));
+    cfg.retry.max_attempts = 3;
+    cfg.breaker.failure_threshold = 100;
+    cfg.webhooks = vec![webhook(&hooks, "TW_TEST_WHSEC_FAIL")];
+    let r = start(&cfg);
+    r.decide(vec![decision("tok-f", 1)]).await;
+    r.until("tok-f", State::Failed).await;
+    assert_eq!(server.requests().len(), 3);
+    let bodies: Vec<serde_json::Value> = hooks
+        .wait_for(3, WAIT)
+        .await
+        .iter()
+        .map(|q| serde_json::from_slice(&q.body).unwrap())
+        .collect();
+    let kinds: Vec<&str> = bodies.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"tokenwatch.system"), "{kinds:?}");
+    let system = bodies
+        .iter()
+        .find(|b| b["type"] == "tokenwatch.system")
+        .unwrap();
+    assert_eq!(system["data"]["kind"], "revocation_failed");
+}
+
+fn webhook(server: &TestServer, env: &str) -> WebhookConfig {
+    WebhookConfig {
+        url: server.url("/hooks"),
+        secret_envs: vec![env.into()],
+        min_action: Action::Alert,
+        retry_schedule: vec![Duration::from_millis(20), Duration::from_millis(20)],
+        timeout: Duration::from_secs(2),
+    }
+}
+
+/// A tracing writer that keeps every line in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_canary_secret_reaches_only_the_issuer() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        const CANARY: &str = "at_CANARY_5c1e7d2b9f";
+        let issuer = TestServer::start(Reply::status(200)).await;
+        let hooks = TestServer::start(Reply::status(200)).await;
+        unsafe {
+            std::env::set_var("TW_TEST_CANARY_CLIENT", "client-secret");
+            std::env::set_var(
+                "TW_TEST_WHSEC_CANARY",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            );
+        }
+        let mut cfg = config(IssuerConfig::Oauth2 {
+            revocation_url: issuer.url("/revoke"),
+            client_id: "tw".into(),
+            client_secret_env: "TW_TEST_CANARY_CLIENT".into(),
+            client_auth: ClientAuth::ClientSecretBasic,
+            token_type_hint: None,
+            introspection_url: None,
+        });
+        cfg.webhooks = vec![webhook(&hooks, "TW_TEST_WHSEC_CANARY")];
+        let r = start(&cfg);
+        r.commands
+            .send(Command::Secrets(vec![(
+                "iss".into(),
+                "fp_canary".into(),
+                Secret::new(CANARY.into()),
+            )]))
+            .await
+            .unwrap();
+        r.decide(vec![decision("fp_canary", 1)]).await;
+        let log = r.until("fp_canary", State::Revoked).await;
+        let hooks_seen = hooks.wait_for(2, WAIT).await;
+
+        let revoke = issuer
+            .requests()
+            .into_iter()
+            .find(|q| q.method == "POST")
+            .expect("a revocation request");
+        assert!(
+            revoke.text().contains(CANARY),
+            "the issuer needs the raw token"
+        );
+        for h in &hooks_seen {
+            assert!(!h.text().contains(CANARY), "webhook body leaked the secret");
+        }
+        for record in &log {
+            assert!(
+                !serde_json::to_string(record).unwrap().contains(CANARY),
+                "ledger record leaked the secret"
+            );
+        }
+        let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+        assert!(text.contains("Token revoked."), "logs were captured");
+        assert!(!text.contains(CANARY), "a log line leaked the secret");
+    });
+}
