@@ -105,11 +105,13 @@ fn check_config(path: PathBuf) -> ExitCode {
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
     let engine = pipeline::build_engine(&config)?;
+    let revoker = pipeline::build_revoker(&config).await?;
     let metrics = Arc::new(IngestMetrics::default());
     let stats = Arc::new(FlowStats::default());
     pipeline::run(
         &config,
         engine,
+        revoker,
         metrics.clone(),
         stats.clone(),
         pipeline::shutdown_signal(),

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use detectors::{DecisionConfig, DetectorsConfig};
 use ingest::IngestConfig;
+use revoker::RevokerConfig;
 use serde::{Deserialize, Serialize};
 
 /// The whole config file. Unknown keys are errors.
@@ -18,6 +19,9 @@ pub struct Config {
     /// How findings become alerts and revocations.
     #[serde(default)]
     pub decision: DecisionConfig,
+    /// Issuer kill switches, the revocation ledger and alert webhooks.
+    #[serde(default)]
+    pub revoker: RevokerConfig,
 }
 
 /// A config that could not be loaded, with every problem found.
@@ -61,7 +65,31 @@ impl Config {
         let mut problems = self.ingest.validate();
         problems.extend(self.detectors.validate());
         problems.extend(self.decision.validate());
+        problems.extend(self.revoker.validate());
+        if self.revoker.ledger_topic == self.ingest.dead_letter_topic
+            || self.ingest.topics.contains(&self.revoker.ledger_topic)
+        {
+            problems.push("revoker.ledger_topic: must differ from the ingest topics and the dead-letter topic".into());
+        }
         problems
+    }
+
+    /// A short hash of the effective config, carried by every alert so a
+    /// decision can be traced to the thresholds that made it.
+    pub fn hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let text = toml::to_string(self).unwrap_or_default();
+        let digest = Sha256::digest(text.as_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// librdkafka settings shared by every client: brokers and properties.
+    pub fn kafka(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        for (k, v) in self.ingest.common_properties() {
+            c.set(k, v);
+        }
+        c
     }
 }
 

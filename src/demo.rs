@@ -63,7 +63,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         ingest,
         detectors: DetectorsConfig::default(),
         decision: DecisionConfig::default(),
+        revoker: Default::default(),
     };
+    let revoker = revoker::Revoker::build(&config.revoker, None, config.hash())?;
     let geoip = GeoIp::from_bytes(CITY_DB.to_vec(), Some(ASN_DB.to_vec()), None)?;
     let engine = Engine::with_parts(
         &config.detectors,
@@ -87,7 +89,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             let shutdown = async move {
                 let _ = stop_rx.wait_for(|stop| *stop).await;
             };
-            pipeline::run(&config, engine, metrics, stats, shutdown).await
+            pipeline::run(&config, engine, revoker, metrics, stats, shutdown).await
         })
     };
 

@@ -216,7 +216,7 @@ impl IngestConfig {
 
     /// The librdkafka properties shared by the consumer and the producer:
     /// brokers, passed-through properties and those read from environment.
-    pub(crate) fn common_properties(&self) -> Vec<(String, String)> {
+    pub fn common_properties(&self) -> Vec<(String, String)> {
         let mut props = vec![("bootstrap.servers".to_string(), self.brokers.clone())];
         props.extend(self.properties.iter().map(|(k, v)| (k.clone(), v.clone())));
         for (key, var) in &self.properties_from_env {

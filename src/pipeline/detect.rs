@@ -6,10 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arrow::array::{Array, StringArray};
 use detectors::{DetectorsConfig, Engine, MetadataStore};
 use ingest::{Delivery, MetadataUpdate};
-use schemas::{Action, Decision, SystemAlert};
-use tokio::sync::mpsc;
+use revoker::Command;
+use schemas::columns::col;
+use schemas::{Action, Decision, Secret, SystemAlert};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::FlowStats;
@@ -41,12 +44,9 @@ fn modified(path: &PathBuf) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// Where decisions go. The revoker takes this place in the next issue.
-pub type Sink = fn(&Decision, &[SystemAlert]);
-
 /// Logs a decision as one structured line (no raw secret ever reaches a
 /// decision: token ids are ids or fingerprints).
-pub fn log_decision(d: &Decision, alerts: &[SystemAlert]) {
+pub fn log_decision(d: &Decision) {
     let json = serde_json::to_string(d).unwrap_or_default();
     match d.action {
         Action::Revoke => {
@@ -54,9 +54,64 @@ pub fn log_decision(d: &Decision, alerts: &[SystemAlert]) {
         }
         _ => info!(token_id = %d.token_id, issuer = %d.issuer, decision = %json, "Alert decision."),
     }
+}
+
+fn log_alerts(alerts: &[SystemAlert]) {
     for a in alerts {
         error!(kind = a.kind, message = %a.message, "System alert.");
     }
+}
+
+/// The raw secrets a batch carried, with the token they belong to.
+fn secrets_of(delivery: &Delivery) -> Vec<(String, String, Secret)> {
+    let records = &delivery.batch.records;
+    let column = |name| {
+        records
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+    };
+    let (Some(issuers), Some(tokens)) = (column(col::ISSUER), column(col::TOKEN_ID)) else {
+        return Vec::new();
+    };
+    delivery
+        .secrets
+        .iter()
+        .filter(|(row, _)| {
+            *row < records.num_rows() && issuers.is_valid(*row) && tokens.is_valid(*row)
+        })
+        .map(|(row, secret)| {
+            (
+                issuers.value(*row).to_string(),
+                tokens.value(*row).to_string(),
+                secret.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Hands decisions to the revoker and waits until every revoke is in the
+/// ledger. False if that did not happen (the batch must not be acked).
+async fn hand_on(
+    revoker: &mpsc::Sender<Command>,
+    decisions: Vec<Decision>,
+    alerts: Vec<SystemAlert>,
+) -> bool {
+    if decisions.is_empty() && alerts.is_empty() {
+        return true;
+    }
+    let (handed, done) = oneshot::channel();
+    if revoker
+        .send(Command::Decisions {
+            decisions,
+            alerts,
+            handed,
+        })
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    done.await.is_ok()
 }
 
 pub async fn detect_stage(
@@ -65,7 +120,7 @@ pub async fn detect_stage(
     mut control: mpsc::Receiver<Control>,
     reload: ReloadPolicy,
     stats: Arc<FlowStats>,
-    sink: Sink,
+    revoker: mpsc::Sender<Command>,
 ) {
     let mut ticker = tokio::time::interval(reload.check_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -76,18 +131,19 @@ pub async fn detect_stage(
             delivery = input.recv() => {
                 let Some(delivery) = delivery else { break };
                 stats.record_batch(&delivery);
+                if !delivery.secrets.is_empty() {
+                    let _ = revoker.send(Command::Secrets(secrets_of(&delivery))).await;
+                }
                 match engine.process_batch(&delivery.batch) {
                     Ok(out) => {
                         stats.record_decisions(&out.decisions);
-                        for d in &out.decisions {
-                            sink(d, &[]);
+                        out.decisions.iter().for_each(log_decision);
+                        log_alerts(&out.alerts);
+                        if hand_on(&revoker, out.decisions, out.alerts).await {
+                            delivery.ack.done();
+                        } else {
+                            error!("The revoker did not take this batch's decisions; it stays unacknowledged and is read again after a restart.");
                         }
-                        if !out.alerts.is_empty() {
-                            for a in &out.alerts {
-                                error!(kind = a.kind, message = %a.message, "System alert.");
-                            }
-                        }
-                        delivery.ack.done();
                     }
                     // Not acknowledged: the batch is read again after a restart.
                     Err(e) => error!(error = %e, "Cannot process a batch; it stays unacknowledged."),
@@ -129,9 +185,8 @@ pub async fn detect_stage(
     }
     let out = engine.flush();
     stats.record_decisions(&out.decisions);
-    for d in &out.decisions {
-        sink(d, &[]);
-    }
+    out.decisions.iter().for_each(log_decision);
+    hand_on(&revoker, out.decisions, out.alerts).await;
 }
 
 fn reload_metadata_file(engine: &mut Engine, path: Option<&PathBuf>) {

@@ -1,14 +1,14 @@
 //! The running pipeline:
 //!
 //! ```text
-//! KafkaSource ──batches──> detect stage (Engine) ──decisions──> decision sink
-//!      ^                         │  ^                                │
-//!      └──────── ack ────────────┘  └── metadata updates, reloads     └─ log (revoker: next issue)
+//! KafkaSource ──batches──> detect stage (Engine) ──decisions──> Revoker ──> issuers, webhooks
+//!      ^                         │  ^                               │
+//!      └──────── ack ────────────┘  └── metadata updates, reloads    └── ledger topic (first)
 //! ```
 //!
 //! Channels are bounded, so a slow stage pushes back on the consumer. A
 //! batch is acknowledged, and its offsets may be stored, only after its
-//! decisions have been handed to the sink.
+//! revoke decisions are recorded in the ledger.
 
 mod detect;
 mod stats;
@@ -19,6 +19,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use detectors::Engine;
 use ingest::{IngestMetrics, KafkaSource, MetadataProgress, MetadataSource};
+use revoker::{Command, Revoker};
 pub use stats::FlowStats;
 use tokio::sync::mpsc;
 use tracing::{Instrument, info_span};
@@ -35,15 +36,29 @@ pub fn build_engine(config: &Config) -> anyhow::Result<Engine> {
     Ok(Engine::build(&config.detectors, &config.decision)?)
 }
 
+/// Builds the revoker the config describes, rebuilding its ledger from
+/// the ledger topic (a blocking read, so it runs on a blocking thread).
+pub async fn build_revoker(config: &Config) -> anyhow::Result<Revoker> {
+    let (revoker, kafka, hash) = (config.revoker.clone(), config.kafka(), config.hash());
+    let built =
+        tokio::task::spawn_blocking(move || Revoker::build(&revoker, Some(&kafka), hash)).await?;
+    Ok(built?)
+}
+
 /// Runs the pipeline until `shutdown` resolves, then drains and commits.
+/// Revocations still being retried get up to `revoker.retry.max_delay`
+/// to finish; the ledger resumes the rest at the next start.
 pub async fn run(
     config: &Config,
     engine: Engine,
+    revoker: Revoker,
     metrics: Arc<IngestMetrics>,
     stats: Arc<FlowStats>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let source = KafkaSource::build(&config.ingest, metrics)?;
+    let (commands, command_rx) = mpsc::channel::<Command>(64);
+    let revoking = tokio::spawn(revoker.run(command_rx));
     let (control_tx, control_rx) = mpsc::channel(64);
     let mut helpers = Vec::new();
     if let Some(topic) = &config.ingest.metadata_topic {
@@ -71,18 +86,12 @@ pub async fn run(
     let (tx, rx) = mpsc::channel(STAGE_CHANNEL_BATCHES);
     let reload = detect::ReloadPolicy::from_config(&config.detectors);
     let stage = tokio::spawn(
-        detect_stage(
-            rx,
-            engine,
-            control_rx,
-            reload,
-            stats.clone(),
-            detect::log_decision,
-        )
-        .instrument(info_span!("detect")),
+        detect_stage(rx, engine, control_rx, reload, stats.clone(), commands)
+            .instrument(info_span!("detect")),
     );
     let ingest = source.run(tx, shutdown).await;
     stage.await?;
+    revoking.await?;
     for h in helpers {
         h.abort();
     }

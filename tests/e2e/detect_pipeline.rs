@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use detectors::GeoIpConfig;
 use ingest::{IngestConfig, IngestMetrics};
+use revoker::IssuerConfig;
+use revoker::testing::{Reply, TestServer};
 use schemas::{Action, Event, Mode};
 use tokenwatch::Config;
 use tokenwatch::pipeline::{self, FlowStats};
@@ -56,17 +58,32 @@ async fn benign_traffic_passes_and_impossible_travel_is_revoked() {
         ingest,
         detectors: Default::default(),
         decision: Default::default(),
+        revoker: Default::default(),
     };
+    config.revoker.ledger_topic = unique_name("detect-ledger");
+    create_topic(&config.revoker.ledger_topic, 1).await;
+    let issuer = TestServer::start(Reply::status(200)).await;
+    config.revoker.issuers.insert(
+        "oauth".into(),
+        IssuerConfig::Http {
+            method: "POST".into(),
+            url: format!("http://{}/revoke/{{token_id}}", issuer.addr),
+            headers: Default::default(),
+            headers_from_env: Default::default(),
+            body: None,
+        },
+    );
     config.detectors.geoip = Some(GeoIpConfig::new(fixture("GeoIP2-City-Test.mmdb")));
     config.decision.mode = Mode::Enforce;
     let engine = pipeline::build_engine(&config).unwrap();
+    let revoker = pipeline::build_revoker(&config).await.unwrap();
     let metrics = Arc::new(IngestMetrics::default());
     let stats = Arc::new(FlowStats::default());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let run = {
         let (metrics, stats) = (metrics.clone(), stats.clone());
         tokio::spawn(async move {
-            pipeline::run(&config, engine, metrics, stats, async {
+            pipeline::run(&config, engine, revoker, metrics, stats, async {
                 let _ = stop_rx.await;
             })
             .await
