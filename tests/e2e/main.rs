@@ -7,3 +7,4 @@ mod support;
 mod detect_pipeline;
 mod ingest_kafka;
 mod metadata_topic;
+mod revoker;
