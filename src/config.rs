@@ -112,6 +112,7 @@ mod tests {
             }
         );
         assert_eq!(config.decision, detectors::DecisionConfig::default());
+        assert_eq!(config.revoker, revoker::RevokerConfig::default());
     }
 
     #[test]

@@ -369,12 +369,12 @@ impl RevokerConfig {
                     ));
                 }
             }
-            if let IssuerConfig::Github { batch_max, .. } = issuer {
-                if !(1..=1000).contains(batch_max) {
-                    p.push(format!(
-                        "revoker.issuers.{name}.batch_max: must be 1 ..= 1000 (GitHub's limit)"
-                    ));
-                }
+            if let IssuerConfig::Github { batch_max, .. } = issuer
+                && !(1..=1000).contains(batch_max)
+            {
+                p.push(format!(
+                    "revoker.issuers.{name}.batch_max: must be 1 ..= 1000 (GitHub's limit)"
+                ));
             }
             if let IssuerConfig::Http { method, url, .. } = issuer {
                 if http::Method::from_bytes(method.as_bytes()).is_err() {

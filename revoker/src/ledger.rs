@@ -255,7 +255,7 @@ impl Ledger {
     /// has said so far (fail closed).
     pub fn denylist(&self) -> Vec<Record> {
         let mut all: Vec<Record> = self.entries.values().cloned().collect();
-        all.sort_by(|a, b| (a.decided_at_ms, a.key()).cmp(&(b.decided_at_ms, b.key())));
+        all.sort_by_key(|a| (a.decided_at_ms, a.key()));
         all
     }
 

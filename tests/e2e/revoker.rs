@@ -274,6 +274,8 @@ async fn webhooks_verify_with_the_reference_library_and_forgeries_do_not() {
             .unwrap_or_else(|e| panic!("reference library rejected: {e}"));
     }
     let payload: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+    python::validate_payloads(std::slice::from_ref(&payload))
+        .unwrap_or_else(|e| panic!("schema: {e}"));
     assert_eq!(payload["type"], "tokenwatch.decision");
     assert_eq!(payload["data"]["token_id"], "tok-w");
     assert_eq!(payload["data"]["config_hash"], "cfg_e2e");
@@ -391,6 +393,13 @@ async fn a_canary_secret_never_reaches_the_ledger_topic_or_webhooks() {
     r.record("oauth", &fingerprint, State::Revoked).await;
     let bodies = hooks.wait_for(2, Duration::from_secs(20)).await;
     r.stop().await;
+    let payloads: Vec<serde_json::Value> = bodies
+        .iter()
+        .map(|b| serde_json::from_slice(&b.body).unwrap())
+        .collect();
+    python::validate_payloads(&payloads)
+        .unwrap_or_else(|e| panic!("payloads do not match the documented schema:\n{e}"));
+    assert_eq!(payloads[0]["type"], "tokenwatch.decision");
 
     let post = issuer
         .requests()

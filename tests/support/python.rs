@@ -88,3 +88,13 @@ pub fn verify_webhook(secret: &str, headers: &[(&str, &str)], body: &[u8]) -> Re
     let (ok, out) = run("verify_webhook.py", &[], Some(&msg.to_string()));
     if ok { Ok(()) } else { Err(out) }
 }
+
+/// Validates payloads against `revoker/alert-webhook.schema.json`.
+pub fn validate_payloads(payloads: &[serde_json::Value]) -> Result<(), String> {
+    let (ok, out) = run(
+        "validate_payload.py",
+        &[],
+        Some(&serde_json::Value::from(payloads.to_vec()).to_string()),
+    );
+    if ok { Ok(()) } else { Err(out) }
+}

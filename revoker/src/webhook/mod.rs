@@ -168,10 +168,10 @@ impl Webhooks {
                 }
                 Ok(resp) => {
                     let status = resp.status();
-                    if matches!(status.as_u16(), 429 | 503) {
-                        if let Some(after) = retry_after(resp.headers()) {
-                            wait = wait.map(|w| w.max(after));
-                        }
+                    if matches!(status.as_u16(), 429 | 503)
+                        && let Some(after) = retry_after(resp.headers())
+                    {
+                        wait = wait.map(|w| w.max(after));
                     }
                     last = format!("HTTP {status}");
                 }
