@@ -47,13 +47,19 @@ enum Command {
 
 impl Cli {
     pub fn run(self) -> ExitCode {
-        init_tracing();
+        // The demo prints its own story; logs only for errors unless asked.
+        init_tracing(if matches!(self.command, Command::Demo(_)) {
+            "error"
+        } else {
+            "info,rdkafka=warn"
+        });
         let result = match self.command {
             Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
             Command::CheckConfig { file, config } => {
                 return check_config(file.or(config).unwrap_or_default());
             }
             Command::Demo(options) => {
+                crate::demo::prepare_env();
                 runtime().and_then(|rt| rt.block_on(crate::demo::run(options)))
             }
         };
@@ -67,9 +73,8 @@ impl Cli {
     }
 }
 
-fn init_tracing() {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+fn init_tracing(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

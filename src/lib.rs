@@ -10,11 +10,14 @@
 //!   acknowledgements flowing back so offsets are stored only when done.
 //! - [`demo`]: `tokenwatch demo`, everything in-process on librdkafka's
 //!   mock cluster.
+//! - [`scenario`]: realistic traffic with scripted attacks, for the demo,
+//!   the generator and the end-to-end tests.
 //! - [`cli`]: the command-line interface.
 
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod pipeline;
+pub mod scenario;
 
 pub use config::Config;

@@ -163,3 +163,27 @@ fn reload_picks_up_a_replaced_file_and_keeps_the_old_one_on_error() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn reads_the_synthetic_fixtures_the_demo_embeds() {
+    let mut config = GeoIpConfig::new(fixture("synthetic-city.mmdb"));
+    config.asn_db = Some(fixture("synthetic-asn.mmdb"));
+    let mut g = GeoIp::open(&config).unwrap();
+    let london = g.lookup(ip("20.0.7.9"));
+    assert_eq!(
+        (
+            london.country.as_deref(),
+            london.city.as_deref(),
+            london.accuracy_km
+        ),
+        (Some("GB"), Some("London"), Some(5))
+    );
+    assert_eq!(
+        (london.asn, london.as_org.as_deref()),
+        (Some(64500), Some("Synthetic Net 64500"))
+    );
+    assert!(
+        g.lookup(ip("23.255.200.1")).country.is_some(),
+        "covers 20.0.0.0/6"
+    );
+}

@@ -1,0 +1,430 @@
+//! Realistic traffic with scripted attacks, for `demo`, `gen` and the
+//! end-to-end tests. Deterministic for a seed. Addresses come from the
+//! synthetic GeoIP data shipped in `tests/fixtures/geoip` (made-up
+//! assignments of 20.0.0.0/7 to real cities), looked up here so that each
+//! attack really crosses the lines it should.
+//!
+//! Time is virtual: events span `duration_ms` from `start_ms`. The first
+//! third is the learning period ([`Scenario::detectors_config`] scales the
+//! detectors to it); attacks happen in the last third.
+
+use std::net::IpAddr;
+
+use detectors::geo::{GeoConfig, distance_km};
+use detectors::novelty::NoveltyConfig;
+use detectors::volume::VolumeConfig;
+use detectors::{DetectorsConfig, GeoIp};
+use schemas::{Event, TokenMetadata};
+
+/// Synthetic GeoIP data, embedded so `demo` needs no download.
+pub const CITY_DB: &[u8] = include_bytes!("../tests/fixtures/geoip/synthetic-city.mmdb");
+pub const ASN_DB: &[u8] = include_bytes!("../tests/fixtures/geoip/synthetic-asn.mmdb");
+
+/// The scripted attacks.
+pub const ATTACKS: [&str; 5] = [
+    "mass_export",
+    "impossible_travel",
+    "out_of_scope_admin",
+    "outside_bound_cidr",
+    "slow_takeover",
+];
+
+/// One scripted attack: which token, and from when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attack {
+    pub name: &'static str,
+    pub token_id: String,
+    /// Virtual time of the first malicious call.
+    pub at_ms: i64,
+}
+
+/// A generated scenario.
+pub struct Scenario {
+    /// Every event, in event-time order, keyed by token.
+    pub events: Vec<Event>,
+    /// Issuer-side metadata for some tokens (scopes, bindings, expiry).
+    pub metadata: Vec<TokenMetadata>,
+    pub attacks: Vec<Attack>,
+    pub benign_tokens: Vec<String>,
+    pub start_ms: i64,
+    pub duration_ms: i64,
+}
+
+/// Deterministic pseudo-random numbers (splitmix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// A located address of the synthetic data.
+#[derive(Clone)]
+struct Place {
+    ip: IpAddr,
+    country: String,
+    lat: f64,
+    lon: f64,
+    radius: u16,
+    asn: u32,
+}
+
+fn places(geoip: &mut GeoIp) -> Vec<Place> {
+    // One address per /18 of the synthetic data: 2,048 places.
+    (0..2048u32)
+        .filter_map(|n| {
+            let ip = IpAddr::from([
+                20 + (n / 1024) as u8,
+                ((n / 4) % 256) as u8,
+                ((n % 4) * 64 + 7) as u8,
+                9,
+            ]);
+            let g = geoip.lookup(ip);
+            Some(Place {
+                ip,
+                country: g.country?,
+                lat: g.lat?,
+                lon: g.lon?,
+                radius: g.accuracy_km.unwrap_or(0),
+                asn: g.asn?,
+            })
+        })
+        .collect()
+}
+
+const USER_AGENTS: [&str; 4] = [
+    "orders-client/3.2.1",
+    "aws-cli/2.13.5 Python/3.11.6",
+    "billing-sync/1.4",
+    "okhttp/4.12.0",
+];
+const ACTION_SETS: [&[&str]; 3] = [
+    &["GET /v1/orders/{id}", "GET /v1/orders", "POST /v1/orders"],
+    &["GET /v1/customers/{id}", "GET /v1/customers"],
+    &[
+        "GET /v1/invoices/{id}",
+        "GET /v1/invoices",
+        "POST /v1/payments",
+    ],
+];
+
+impl Scenario {
+    /// `benign` normal tokens plus one token per attack, over `duration_ms`
+    /// of virtual time. Each benign token calls every `mean_interval_ms` on
+    /// average (diurnal: busier mid-day), from one home address.
+    pub fn generate(
+        seed: u64,
+        benign: usize,
+        start_ms: i64,
+        duration_ms: i64,
+        mean_interval_ms: i64,
+    ) -> Self {
+        let mut geoip = GeoIp::from_bytes(CITY_DB.to_vec(), Some(ASN_DB.to_vec()), None)
+            .unwrap_or_else(|e| unreachable!("the embedded GeoIP data is valid: {e}"));
+        let places: Vec<Place> = places(&mut geoip)
+            .into_iter()
+            .filter(|p| p.radius <= 50)
+            .collect();
+        let mut rng = Rng(seed);
+        let mut events = Vec::new();
+        let mut metadata = Vec::new();
+        let learning_end = start_ms + duration_ms / 3;
+        let attack_start = start_ms + duration_ms * 2 / 3;
+
+        let token = |name: String,
+                     home: &Place,
+                     actions: &[&str],
+                     ua: &str,
+                     rng: &mut Rng,
+                     until: i64,
+                     events: &mut Vec<Event>| {
+            let interval =
+                (mean_interval_ms / 2 + rng.below(mean_interval_ms as u64) as i64).max(1000);
+            let mut t = start_ms + rng.below(interval as u64) as i64;
+            let mut n = 0u64;
+            while t < until {
+                let mut e = Event::new(
+                    t,
+                    name.clone(),
+                    "demo-oauth",
+                    actions[(n as usize) % actions.len()],
+                );
+                e.principal = Some(format!("svc-{}", &name[name.len().saturating_sub(3)..]));
+                e.src_ip = Some(home.ip);
+                e.user_agent = Some(ua.into());
+                e.status = Some(200);
+                e.bytes_out = Some(400 + rng.below(4000));
+                e.records_out = Some(1 + rng.below(20));
+                e.request_id = Some(format!("{name}-{n}"));
+                events.push(e);
+                n += 1;
+                // Diurnal: calls come up to twice as often around mid-day.
+                let hour = ((t / 3_600_000) % 24) as f64;
+                let busy = 1.0 + (std::f64::consts::PI * hour / 24.0).sin();
+                t += ((interval as f64) / busy.max(0.5)) as i64
+                    + rng.below(interval as u64 / 4 + 1) as i64;
+            }
+        };
+
+        let mut benign_tokens = Vec::new();
+        for i in 0..benign {
+            let name = format!("tok-{i:05}");
+            let home = places[rng.below(places.len() as u64) as usize].clone();
+            let actions = ACTION_SETS[i % ACTION_SETS.len()];
+            let ua = USER_AGENTS[i % USER_AGENTS.len()];
+            token(
+                name.clone(),
+                &home,
+                actions,
+                ua,
+                &mut rng,
+                start_ms + duration_ms,
+                &mut events,
+            );
+            // Some benign tokens carry metadata they honour: it must not fire.
+            if i % 10 == 0 {
+                metadata.push(TokenMetadata {
+                    issuer: "demo-oauth".into(),
+                    token_id: name.clone(),
+                    scopes: Some(actions.iter().map(|a| a.replace("{id}", "*")).collect()),
+                    bound_cidrs: Some(
+                        vec![format!("{}/18", home.ip)]
+                            .into_iter()
+                            .map(|c| trunc18(&c))
+                            .collect(),
+                    ),
+                    expires_at: Some(start_ms + 10 * duration_ms),
+                    ..Default::default()
+                });
+            }
+            benign_tokens.push(name);
+        }
+
+        let mut attacks = Vec::new();
+        let home = places[0].clone();
+        for (k, name) in ATTACKS.iter().enumerate() {
+            let token_id = format!("atk-{name}");
+            let at_ms = attack_start + (k as i64) * duration_ms / 24;
+            // Every attack token first behaves normally, like a real one.
+            token(
+                token_id.clone(),
+                &home,
+                ACTION_SETS[0],
+                USER_AGENTS[0],
+                &mut rng,
+                at_ms,
+                &mut events,
+            );
+            let base = |t: i64, n: u64| {
+                let mut e = Event::new(t, token_id.clone(), "demo-oauth", "GET /v1/orders");
+                e.principal = Some("svc-atk".into());
+                e.src_ip = Some(home.ip);
+                e.user_agent = Some(USER_AGENTS[0].into());
+                e.status = Some(200);
+                e.request_id = Some(format!("{token_id}-attack-{n}"));
+                e
+            };
+            match *name {
+                "mass_export" => {
+                    // 40 exports of 50 MB within a minute: 2 GB.
+                    for n in 0..40 {
+                        let mut e = base(at_ms + n as i64 * 1500, n);
+                        e.action = "GET /v1/orders/export".into();
+                        e.bytes_out = Some(50 << 20);
+                        e.records_out = Some(100_000);
+                        events.push(e);
+                    }
+                }
+                "impossible_travel" => {
+                    let far = places
+                        .iter()
+                        .find(|p| {
+                            p.country != home.country
+                                && distance_km(home.lat, home.lon, p.lat, p.lon) > 3000.0
+                        })
+                        .unwrap_or(&places[places.len() - 1]);
+                    events.push(base(at_ms, 0));
+                    let mut e = base(at_ms + 10 * 60_000, 1);
+                    e.src_ip = Some(far.ip);
+                    events.push(e);
+                }
+                "out_of_scope_admin" => {
+                    metadata.push(TokenMetadata {
+                        issuer: "demo-oauth".into(),
+                        token_id: token_id.clone(),
+                        scopes: Some(vec!["GET /v1/orders*".into(), "POST /v1/orders".into()]),
+                        ..Default::default()
+                    });
+                    let mut e = base(at_ms, 0);
+                    e.action = "DELETE /admin/users/42".into();
+                    events.push(e);
+                }
+                "outside_bound_cidr" => {
+                    metadata.push(TokenMetadata {
+                        issuer: "demo-oauth".into(),
+                        token_id: token_id.clone(),
+                        bound_cidrs: Some(vec![trunc18(&format!("{}/18", home.ip))]),
+                        ..Default::default()
+                    });
+                    let elsewhere = places
+                        .iter()
+                        .find(|p| p.country == home.country && p.ip != home.ip)
+                        .unwrap_or(&places[1]);
+                    let mut e = base(at_ms, 0);
+                    e.src_ip = Some(elsewhere.ip);
+                    events.push(e);
+                }
+                _ => {
+                    // A slow takeover: long after learning, a new country, a
+                    // new network, a new client and a new kind of call, at a
+                    // normal pace and plausible distance.
+                    let new = places
+                        .iter()
+                        .find(|p| {
+                            p.country != home.country
+                                && p.asn != home.asn
+                                && distance_km(home.lat, home.lon, p.lat, p.lon) < 2500.0
+                        })
+                        .unwrap_or(&places[2]);
+                    for n in 0..5 {
+                        let mut e = base(at_ms + 4 * 3_600_000 + n as i64 * 300_000, n);
+                        e.src_ip = Some(new.ip);
+                        e.user_agent = Some("python-requests/2.31.0".into());
+                        e.action = "GET /v1/admin/users".into();
+                        events.push(e);
+                    }
+                }
+            }
+            attacks.push(Attack {
+                name,
+                token_id,
+                at_ms,
+            });
+        }
+        let _ = learning_end;
+        events.sort_by(|a, b| {
+            a.ts_ms
+                .cmp(&b.ts_ms)
+                .then_with(|| a.request_id.cmp(&b.request_id))
+        });
+        Scenario {
+            events,
+            metadata,
+            attacks,
+            benign_tokens,
+            start_ms,
+            duration_ms,
+        }
+    }
+
+    /// Detector settings scaled to the scenario: learning in the first
+    /// third, volume warm-up in the first sixth; the rest at defaults.
+    pub fn detectors_config(&self) -> DetectorsConfig {
+        let learning = std::time::Duration::from_millis((self.duration_ms / 3) as u64);
+        DetectorsConfig {
+            idle_expiry: std::time::Duration::from_millis((self.duration_ms * 10) as u64)
+                .max(std::time::Duration::from_secs(3600)),
+            volume: VolumeConfig {
+                warmup: learning / 2,
+                ..Default::default()
+            },
+            geo: GeoConfig {
+                learning_period: learning,
+                ..Default::default()
+            },
+            novelty: NoveltyConfig {
+                learning_period: learning,
+                forget_after: learning * 30,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}
+
+/// `a.b.c.d/18` → the /18 network it lies in.
+fn trunc18(cidr: &str) -> String {
+    cidr.parse::<ipnet::IpNet>()
+        .map(|n| n.trunc().to_string())
+        .unwrap_or_else(|_| cidr.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_deterministic_and_scripts_every_attack() {
+        let a = Scenario::generate(7, 50, 1_795_813_200_000, 6 * 3_600_000, 120_000);
+        let b = Scenario::generate(7, 50, 1_795_813_200_000, 6 * 3_600_000, 120_000);
+        assert_eq!(a.events, b.events);
+        assert_eq!(a.attacks.len(), 5);
+        assert!(a.events.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms));
+        for attack in &a.attacks {
+            assert!(
+                a.events.iter().any(|e| e.token_id == attack.token_id),
+                "{}",
+                attack.name
+            );
+        }
+        assert!(
+            a.benign_tokens
+                .iter()
+                .all(|t| a.events.iter().any(|e| &e.token_id == t))
+        );
+    }
+
+    #[test]
+    fn the_engine_revokes_exactly_the_attack_tokens() {
+        let s = Scenario::generate(11, 300, 1_795_813_200_000, 6 * 3_600_000, 120_000);
+        let geoip = GeoIp::from_bytes(CITY_DB.to_vec(), Some(ASN_DB.to_vec()), None).unwrap();
+        let mut store = detectors::MetadataStore::default();
+        for m in &s.metadata {
+            store.upsert(m).unwrap();
+        }
+        let decision = detectors::DecisionConfig {
+            mode: schemas::Mode::Enforce,
+            ..Default::default()
+        };
+        let mut engine =
+            detectors::Engine::with_parts(&s.detectors_config(), &decision, Some(geoip), store);
+        let mut events = s.events.clone();
+        let origins: Vec<schemas::Origin> = (0..events.len() as i64)
+            .map(|i| schemas::Origin {
+                topic: "t".into(),
+                partition: 0,
+                offset: i,
+                kafka_ts_ms: None,
+            })
+            .collect();
+        let mut out = engine.process(&mut events, &origins);
+        out.decisions.extend(engine.flush().decisions);
+        let mut revoked: Vec<String> = out
+            .decisions
+            .iter()
+            .filter(|d| d.action == schemas::Action::Revoke)
+            .map(|d| d.token_id.clone())
+            .collect();
+        revoked.sort();
+        revoked.dedup();
+        let mut expected: Vec<String> = s.attacks.iter().map(|a| a.token_id.clone()).collect();
+        expected.sort();
+        let benign_alerts: Vec<String> = out
+            .decisions
+            .iter()
+            .filter(|d| !d.token_id.starts_with("atk-"))
+            .map(|d| format!("{} {:?} {}", d.token_id, d.action, d.findings[0].summary))
+            .collect();
+        assert_eq!(revoked, expected, "benign decisions: {benign_alerts:?}");
+        assert!(benign_alerts.is_empty(), "{benign_alerts:?}");
+    }
+}
