@@ -181,10 +181,14 @@ impl Detector for NoveltyDetector {
                 ..Default::default()
             }
             .fact(what, value.clone());
+            let age = if age_s >= 2 * 86_400 {
+                format!("{} days", age_s / 86_400)
+            } else {
+                format!("{} h", age_s / 3600)
+            };
             let summary = format!(
-                "first {} {value} for this token after {} days",
-                what.replace('_', " "),
-                age_s / 86_400
+                "first {} {value} for this token after {age}",
+                what.replace('_', " ")
             );
             out.push(Finding::new(
                 DetectorKind::Novelty,
