@@ -85,6 +85,13 @@ async fn webhook(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> St
                         .collect()
                 })
                 .unwrap_or_default();
+            if let Some(count) = data["repeats"]["count"].as_u64() {
+                println!(
+                    "  REPEATS {token:<24} {count} more finding(s) folded into one alert (deduplicated)"
+                );
+                seen.decisions.entry(token).or_default().push(data.clone());
+                return StatusCode::NO_CONTENT;
+            }
             let latency = data["timings"]["event_to_decision_ms"]
                 .as_i64()
                 .unwrap_or(0);
