@@ -5,6 +5,8 @@ use std::path::Path;
 use detectors::{DecisionConfig, DetectorsConfig};
 use ingest::IngestConfig;
 use revoker::RevokerConfig;
+
+use crate::admin::AdminConfig;
 use serde::{Deserialize, Serialize};
 
 /// The whole config file. Unknown keys are errors.
@@ -22,6 +24,9 @@ pub struct Config {
     /// Issuer kill switches, the revocation ledger and alert webhooks.
     #[serde(default)]
     pub revoker: RevokerConfig,
+    /// The admin HTTP API and metrics.
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
 
 /// A config that could not be loaded, with every problem found.
@@ -71,6 +76,14 @@ impl Config {
         {
             problems.push("revoker.ledger_topic: must differ from the ingest topics and the dead-letter topic".into());
         }
+        for (i, w) in self.revoker.webhooks.iter().enumerate() {
+            if self.admin.is_self(&w.url) {
+                problems.push(format!(
+                    "revoker.webhooks[{i}].url: {} points at tokenwatch's own admin API",
+                    w.url
+                ));
+            }
+        }
         problems
     }
 
@@ -113,6 +126,7 @@ mod tests {
         );
         assert_eq!(config.decision, detectors::DecisionConfig::default());
         assert_eq!(config.revoker, revoker::RevokerConfig::default());
+        assert_eq!(config.admin, crate::admin::AdminConfig::default());
     }
 
     #[test]

@@ -8,12 +8,15 @@
 //!   reports every problem at once.
 //! - [`pipeline`]: the running pipeline: Kafka source → stages, with
 //!   acknowledgements flowing back so offsets are stored only when done.
+//! - [`admin`]: the admin HTTP API (health, readiness, Prometheus metrics,
+//!   token state, decisions, denylist, manual revoke, allowlist).
 //! - [`demo`]: `tokenwatch demo`, everything in-process on librdkafka's
 //!   mock cluster.
 //! - [`scenario`]: realistic traffic with scripted attacks, for the demo,
 //!   the generator and the end-to-end tests.
 //! - [`cli`]: the command-line interface.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -49,7 +49,20 @@ pub struct IngestContext {
     metrics: Arc<IngestMetrics>,
 }
 
-impl ClientContext for IngestContext {}
+impl ClientContext for IngestContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        self.metrics
+            .consumer_lag
+            .store(lag, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 impl ConsumerContext for IngestContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -186,6 +199,10 @@ impl KafkaSource {
         if !config.properties.contains_key("fetch.wait.max.ms") {
             // Low latency matters more than fetch efficiency for detection.
             consumer_config.set("fetch.wait.max.ms", "10");
+        }
+        if !config.properties.contains_key("statistics.interval.ms") {
+            // Feeds the consumer-lag gauge.
+            consumer_config.set("statistics.interval.ms", "5000");
         }
         if !config.properties.contains_key("auto.commit.interval.ms") {
             consumer_config.set("auto.commit.interval.ms", "1000");

@@ -19,6 +19,9 @@ pub struct IngestMetrics {
     pub offsets_stored: AtomicU64,
     /// Partitions currently assigned to this instance (a gauge).
     pub assigned_partitions: AtomicI64,
+    /// Records behind the end of the assigned partitions, from librdkafka's
+    /// statistics every few seconds (a gauge; 0 until the first report).
+    pub consumer_lag: AtomicI64,
     /// Records dead-lettered, by [`DecodeError::index`].
     pub dead_lettered: [AtomicU64; DecodeError::REASONS.len()],
 }

@@ -88,11 +88,17 @@ fn demo_config(
         mode: Mode::Enforce,
         ..Default::default()
     };
+    // The demo's admin API takes any free loopback port.
+    let admin = crate::admin::AdminConfig {
+        listen: "127.0.0.1:0".parse()?,
+        ..Default::default()
+    };
     Ok(Config {
         ingest,
         detectors: scenario.detectors_config(),
         decision,
         revoker,
+        admin,
     })
 }
 

@@ -23,6 +23,14 @@ pub enum Control {
     Metadata(MetadataUpdate),
     /// Re-open GeoIP and re-read the metadata file (SIGHUP).
     Reload,
+    /// What the engine knows about a token (admin API).
+    Describe {
+        issuer: String,
+        token_id: String,
+        reply: oneshot::Sender<serde_json::Value>,
+    },
+    /// Allowlist a token from now on (admin API).
+    Allow(String),
 }
 
 /// How the stage notices changed files.
@@ -137,6 +145,7 @@ pub async fn detect_stage(
                 match engine.process_batch(&delivery.batch) {
                     Ok(out) => {
                         stats.record_decisions(&out.decisions);
+                        stats.set_engine_stats(engine.stats());
                         out.decisions.iter().for_each(log_decision);
                         log_alerts(&out.alerts);
                         if hand_on(&revoker, out.decisions, out.alerts).await {
@@ -157,6 +166,13 @@ pub async fn detect_stage(
                 }
                 Some(Control::Metadata(MetadataUpdate::Remove { issuer, token_id })) => {
                     engine.remove_metadata(&issuer, &token_id);
+                }
+                Some(Control::Describe { issuer, token_id, reply }) => {
+                    let _ = reply.send(engine.describe_token(&issuer, &token_id));
+                }
+                Some(Control::Allow(token)) => {
+                    info!(token = %token, "Token allowlisted through the admin API.");
+                    engine.allow_token(&token);
                 }
                 Some(Control::Reload) => {
                     match engine.reload_geoip() {

@@ -56,8 +56,9 @@ pub async fn run(
     stats: Arc<FlowStats>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let source = KafkaSource::build(&config.ingest, metrics)?;
+    let source = KafkaSource::build(&config.ingest, metrics.clone())?;
     let (commands, command_rx) = mpsc::channel::<Command>(64);
+    let (revoker_metrics, webhook_metrics) = (revoker.metrics(), revoker.webhook_metrics());
     let revoking = tokio::spawn(revoker.run(command_rx));
     let (control_tx, control_rx) = mpsc::channel(64);
     let mut helpers = Vec::new();
@@ -81,6 +82,23 @@ pub async fn run(
         }));
     }
     helpers.push(tokio::spawn(detect::reload_on_sighup(control_tx.clone())));
+    if config.admin.enabled {
+        let state = crate::admin::AdminState {
+            flow: stats.clone(),
+            ingest: metrics,
+            revoker: revoker_metrics,
+            webhooks: webhook_metrics,
+            control: control_tx.clone(),
+            commands: commands.clone(),
+            token: std::env::var(&config.admin.token_env)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .map(Into::into),
+        };
+        let (addr, task) = crate::admin::serve(&config.admin, state).await?;
+        let _ = stats.admin_addr.set(addr);
+        helpers.push(task);
+    }
     drop(control_tx);
 
     let (tx, rx) = mpsc::channel(STAGE_CHANNEL_BATCHES);

@@ -1,9 +1,11 @@
 //! What the pipeline has seen, for the demo, logs and tests.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use detectors::EngineStats;
 use hdrhistogram::Histogram;
 use ingest::Delivery;
 use schemas::{Action, Decision};
@@ -17,6 +19,13 @@ pub struct FlowStats {
     pub ingest_latency_us: Mutex<Histogram<u64>>,
     /// Kafka record timestamp of the triggering event → decision made, µs.
     pub decision_latency_us: Mutex<Histogram<u64>>,
+    /// The detect stage's counters, as of its last batch.
+    engine: Mutex<EngineStats>,
+    /// The latest decisions, newest last, at most `recent_cap`.
+    recent: Mutex<VecDeque<Decision>>,
+    recent_cap: usize,
+    /// Where the admin API listens, once it does.
+    pub admin_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 fn histogram() -> Mutex<Histogram<u64>> {
@@ -35,6 +44,10 @@ impl Default for FlowStats {
             decisions: Default::default(),
             ingest_latency_us: histogram(),
             decision_latency_us: histogram(),
+            engine: Mutex::default(),
+            recent: Mutex::default(),
+            recent_cap: 1000,
+            admin_addr: std::sync::OnceLock::new(),
         }
     }
 }
@@ -71,7 +84,39 @@ impl FlowStats {
         self.batches.fetch_add(1, Relaxed);
     }
 
+    /// Keeps this many recent decisions for the admin API.
+    pub fn with_recent_capacity(mut self, n: usize) -> Self {
+        self.recent_cap = n;
+        self
+    }
+
+    pub fn set_engine_stats(&self, stats: EngineStats) {
+        if let Ok(mut e) = self.engine.lock() {
+            *e = stats;
+        }
+    }
+
+    pub fn engine_stats(&self) -> EngineStats {
+        self.engine.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Up to `limit` recent decisions, newest first.
+    pub fn recent(&self, limit: usize) -> Vec<Decision> {
+        self.recent
+            .lock()
+            .map(|r| r.iter().rev().take(limit).cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn record_decisions(&self, decisions: &[Decision]) {
+        if let Ok(mut r) = self.recent.lock() {
+            for d in decisions {
+                if r.len() >= self.recent_cap.max(1) {
+                    r.pop_front();
+                }
+                r.push_back(d.clone());
+            }
+        }
         let now = now_us();
         let mut h = self.decision_latency_us.lock().ok();
         for d in decisions {

@@ -59,6 +59,10 @@ async fn benign_traffic_passes_and_impossible_travel_is_revoked() {
         detectors: Default::default(),
         decision: Default::default(),
         revoker: Default::default(),
+        admin: tokenwatch::admin::AdminConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        },
     };
     config.revoker.ledger_topic = unique_name("detect-ledger");
     create_topic(&config.revoker.ledger_topic, 1).await;

@@ -75,6 +75,11 @@ impl Decider {
         }
     }
 
+    /// Adds a token (`issuer/token_id` or `token_id`) to the allowlist.
+    pub fn allow_token(&mut self, token: &str) {
+        self.allowed_tokens.insert(token.to_string());
+    }
+
     pub fn stats(&self) -> &DecisionStats {
         &self.stats
     }

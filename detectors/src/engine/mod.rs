@@ -238,6 +238,34 @@ impl Engine {
         self.metadata = store;
     }
 
+    /// What the engine knows about one token, for the admin API.
+    pub fn describe_token(&self, issuer: &str, token_id: &str) -> serde_json::Value {
+        let state = self.token_state(issuer, token_id).map(|s| {
+            serde_json::json!({
+                "first_seen": schemas::time::format_rfc3339_ms(i64::from(s.first_seen_s) * 1000),
+                "last_seen": schemas::time::format_rfc3339_ms(i64::from(s.last_seen_s) * 1000),
+                "volume": s.volume.describe(),
+                "geo": s.geo.describe(),
+                "novelty": s.novelty.describe(),
+            })
+        });
+        let metadata = self.live_metadata.get(issuer, token_id).or_else(|| self.metadata.get(issuer, token_id)).map(|m| {
+            serde_json::json!({
+                "scopes": m.scopes.as_ref().map(|g| g.iter().map(|g| g.as_string()).collect::<Vec<_>>()),
+                "bound_cidrs": m.bound_cidrs.as_ref().map(|n| n.iter().map(ToString::to_string).collect::<Vec<_>>()),
+                "bound_device": m.bound_device,
+                "expires_at": m.expires_at_ms.map(schemas::time::format_rfc3339_ms),
+                "owner": m.owner,
+            })
+        });
+        serde_json::json!({ "issuer": issuer, "token_id": token_id, "state": state, "metadata": metadata })
+    }
+
+    /// Adds a token (`issuer/token_id` or `token_id`) to the allowlist.
+    pub fn allow_token(&mut self, token: &str) {
+        self.decider.allow_token(token);
+    }
+
     /// The state of one token, if it has any.
     pub fn token_state(&self, issuer: &str, token_id: &str) -> Option<&TokenState> {
         self.store.get(self.store.key(issuer, token_id))

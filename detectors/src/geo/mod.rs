@@ -109,6 +109,29 @@ pub struct GeoState {
     flags: u8,
 }
 
+impl GeoState {
+    /// The last location and known countries, for the admin API.
+    pub fn describe(&self) -> serde_json::Value {
+        let countries: Vec<String> = self
+            .countries
+            .iter()
+            .filter(|&&c| c != 0)
+            .map(|&c| unpack_country(c))
+            .collect();
+        let last = (self.flags & HAS_LOCATION != 0).then(|| {
+            serde_json::json!({
+                "country": unpack_country(self.country),
+                "lat": self.lat,
+                "lon": self.lon,
+                "accuracy_km": self.accuracy_km,
+                "ts": schemas::time::format_rfc3339_ms(i64::from(self.ts_s) * 1000),
+                "low_confidence": self.flags & LOW_CONFIDENCE != 0,
+            })
+        });
+        serde_json::json!({ "last_location": last, "countries": countries })
+    }
+}
+
 /// Packs an ISO 3166-1 alpha-2 code into two bytes; 0 for anything else.
 pub fn pack_country(code: &str) -> u16 {
     match code.as_bytes() {

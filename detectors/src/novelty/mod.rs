@@ -132,6 +132,17 @@ pub struct NoveltyState {
     action_classes: ItemSet<6>,
 }
 
+impl NoveltyState {
+    /// How many items of each kind are known, for the admin API.
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "asns": self.asns.len(),
+            "user_agent_families": self.user_agents.len(),
+            "action_classes": self.action_classes.len(),
+        })
+    }
+}
+
 /// FNV-1a, 32 bits: a stable digest of a short string.
 pub fn digest(text: &str) -> u32 {
     text.bytes().fold(0x811C_9DC5u32, |h, b| {

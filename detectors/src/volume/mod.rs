@@ -122,6 +122,22 @@ pub struct VolumeState {
     baseline: Baseline,
 }
 
+impl VolumeState {
+    /// The window and baseline, for the admin API.
+    pub fn describe(&self) -> serde_json::Value {
+        let t = self.window.totals();
+        serde_json::json!({
+            "window": { "requests": t.requests, "bytes": t.kib * 1024, "records": t.records },
+            "baseline": {
+                "requests": self.baseline.requests,
+                "bytes": f64::from(self.baseline.kib) * 1024.0,
+                "records": self.baseline.records,
+                "samples": self.baseline.samples,
+            },
+        })
+    }
+}
+
 pub struct VolumeDetector {
     config: VolumeConfig,
     bucket_s: u32,
