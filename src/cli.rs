@@ -43,16 +43,60 @@ enum Command {
     },
     /// Zero-setup demo: in-process Kafka (librdkafka mock cluster), synthetic traffic.
     Demo(DemoOptions),
+    /// Run detection over NDJSON files or stdin; decisions go to stdout as NDJSON.
+    /// Deterministic and dry run: nothing is revoked.
+    Replay {
+        /// Config file (thresholds, GeoIP, metadata); defaults if absent.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Input format.
+        #[arg(long, default_value = "canonical", value_parser = parse_format)]
+        format: schemas::Format,
+        /// Decide as in enforce mode (shows what would be revoked; still revokes nothing).
+        #[arg(long)]
+        enforce: bool,
+        /// Files to read; `-` (the default) is stdin.
+        #[arg(default_value = "-")]
+        inputs: Vec<String>,
+    },
+    /// The manual kill switch: revoke one token through the ledger and its issuer.
+    Revoke {
+        /// Config file (issuers, ledger topic, Kafka).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Issuer name, as configured under [revoker.issuers].
+        #[arg(long)]
+        issuer: String,
+        /// The token id (key id, accessor, access key id or fingerprint).
+        #[arg(long)]
+        token: String,
+        /// Why, for the ledger and alerts.
+        #[arg(long, default_value = "manual revocation from the command line")]
+        reason: String,
+        /// The token's principal (AWS IAM needs the user name).
+        #[arg(long)]
+        principal: Option<String>,
+    },
+}
+
+fn parse_format(text: &str) -> Result<schemas::Format, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(|_| format!("unknown format {text:?} (canonical)"))
 }
 
 impl Cli {
     pub fn run(self) -> ExitCode {
         // The demo prints its own story; logs only for errors unless asked.
-        init_tracing(if matches!(self.command, Command::Demo(_)) {
-            "error"
-        } else {
-            "info,rdkafka=warn"
-        });
+        init_tracing(
+            if matches!(
+                self.command,
+                Command::Demo(_) | Command::Replay { .. } | Command::Revoke { .. }
+            ) {
+                "warn,rdkafka=error"
+            } else {
+                "info,rdkafka=warn"
+            },
+        );
         let result = match self.command {
             Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
             Command::CheckConfig { file, config } => {
@@ -62,6 +106,20 @@ impl Cli {
                 crate::demo::prepare_env();
                 runtime().and_then(|rt| rt.block_on(crate::demo::run(options)))
             }
+            Command::Replay {
+                config,
+                format,
+                enforce,
+                inputs,
+            } => runtime().and_then(|rt| rt.block_on(replay(config, format, enforce, inputs))),
+            Command::Revoke {
+                config,
+                issuer,
+                token,
+                reason,
+                principal,
+            } => runtime()
+                .and_then(|rt| rt.block_on(revoke(config, issuer, token, reason, principal))),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -129,6 +187,99 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         alerts = stats.decided(schemas::Action::Alert),
         revocations = stats.decided(schemas::Action::Revoke),
         "tokenwatch stopped."
+    );
+    Ok(())
+}
+
+async fn replay(
+    config: Option<PathBuf>,
+    format: schemas::Format,
+    enforce: bool,
+    inputs: Vec<String>,
+) -> anyhow::Result<()> {
+    let mut config = match config {
+        Some(path) => Config::load(&path)?,
+        None => Config::from_toml("[ingest]\ntopics = [\"replay\"]\n", "(defaults)")?,
+    };
+    config.ingest.format = format;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let stats = crate::replay::run(config, &inputs, enforce, &mut out).await?;
+    eprintln!(
+        "replayed {} events ({} rejected lines): {} alert and {} revoke decisions ({})",
+        stats.events,
+        stats.rejected,
+        stats.alerts,
+        stats.revocations,
+        if enforce {
+            "as in enforce mode; nothing revoked"
+        } else {
+            "dry run"
+        }
+    );
+    Ok(())
+}
+
+async fn revoke(
+    config: PathBuf,
+    issuer: String,
+    token: String,
+    reason: String,
+    principal: Option<String>,
+) -> anyhow::Result<()> {
+    use revoker::{Command as RevokerCommand, State};
+    let config = Config::load(&config)?;
+    let revoker = pipeline::build_revoker(&config).await?;
+    let (commands, rx) = tokio::sync::mpsc::channel(4);
+    let running = tokio::spawn(revoker.run(rx));
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    commands
+        .send(RevokerCommand::Manual {
+            issuer: issuer.clone(),
+            token_id: token.clone(),
+            principal,
+            reason,
+            reply,
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("the revoker stopped"))?;
+    let record = answer.await?.map_err(|e| anyhow::anyhow!(e))?;
+    if record.state != State::Pending || record.attempts > 0 {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+        anyhow::bail!(
+            "{issuer}/{token} is already in the revocation ledger ({:?}); not calling the issuer again",
+            record.state
+        );
+    }
+    // Wait for the issuer's final answer (retries included).
+    let deadline = tokio::time::Instant::now()
+        + config.revoker.retry.max_delay * config.revoker.retry.max_attempts
+        + std::time::Duration::from_secs(10);
+    let done = loop {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        commands
+            .send(RevokerCommand::Denylist(tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("the revoker stopped"))?;
+        let current = rx
+            .await?
+            .into_iter()
+            .find(|r| r.issuer == issuer && r.token_id == token);
+        match current {
+            Some(r) if r.state != State::Pending || r.accepted => break r,
+            _ if tokio::time::Instant::now() > deadline => {
+                anyhow::bail!("no final answer from {issuer} in time; the ledger keeps it pending")
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    };
+    drop(commands);
+    let _ = running.await;
+    println!("{}", serde_json::to_string_pretty(&done)?);
+    anyhow::ensure!(
+        done.state != State::Failed,
+        "revocation failed: {}",
+        done.last_error.as_deref().unwrap_or("unknown error")
     );
     Ok(())
 }

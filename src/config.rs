@@ -40,10 +40,31 @@ pub struct ConfigError {
 impl Config {
     /// Parses TOML text and validates it, collecting every problem.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+        Self::from_toml_with_env(text, origin, std::env::vars())
+    }
+
+    /// Like [`from_toml`](Self::from_toml), with environment overrides taken
+    /// from `vars`: `TOKENWATCH__SECTION__KEY=value` sets `section.key`
+    /// (nested tables by more `__`). A value is read as TOML if it parses
+    /// (`5`, `true`, `["a","b"]`), else as a string.
+    pub fn from_toml_with_env(
+        text: &str,
+        origin: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let fail = |problems: Vec<String>| ConfigError {
             path: origin.to_string(),
-            problems: vec![e.to_string().trim().to_string()],
-        })?;
+            problems,
+        };
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| fail(vec![e.to_string().trim().to_string()]))?;
+        let overrides = apply_env_overrides(&mut table, vars);
+        if !overrides.is_empty() {
+            return Err(fail(overrides));
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| fail(vec![e.to_string().trim().to_string()]))?;
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)
@@ -106,6 +127,57 @@ impl Config {
     }
 }
 
+/// The prefix of environment overrides.
+pub const ENV_PREFIX: &str = "TOKENWATCH__";
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Ok(()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => match table
+            .entry(first.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            toml::Value::Table(t) => set_path(t, rest, value),
+            _ => Err(first.clone()),
+        },
+    }
+}
+
+/// Applies `TOKENWATCH__A__B=value` overrides to `table`; returns problems.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut vars: Vec<(String, String)> = vars
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    vars.sort();
+    for (name, raw) in vars {
+        let path: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(str::to_lowercase)
+            .collect();
+        if path.iter().any(String::is_empty) {
+            problems.push(format!("environment override {name}: empty key segment"));
+            continue;
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        if let Err(key) = set_path(table, &path, value) {
+            problems.push(format!("environment override {name}: {key} is not a table"));
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +220,44 @@ mod tests {
         assert!(err.to_string().contains("detectors.volume.window"));
         assert!(err.to_string().contains("ingest.topics"));
         assert!(err.to_string().contains("ingest.batch_max_records"));
+    }
+
+    #[test]
+    fn environment_overrides_with_one_prefix() {
+        let vars = [
+            (
+                "TOKENWATCH__INGEST__BROKERS".to_string(),
+                "kafka-1:9093".to_string(),
+            ),
+            (
+                "TOKENWATCH__INGEST__BATCH_MAX_RECORDS".to_string(),
+                "64".to_string(),
+            ),
+            (
+                "TOKENWATCH__DECISION__MODE".to_string(),
+                "enforce".to_string(),
+            ),
+            (
+                "TOKENWATCH__DETECTORS__GEO__TRUSTED_ASNS".to_string(),
+                "[64500, 64501]".to_string(),
+            ),
+            (
+                "TOKENWATCH_FINGERPRINT_KEY".to_string(),
+                "not an override".to_string(),
+            ),
+        ];
+        let c = Config::from_toml_with_env("[ingest]\ntopics = [\"a\"]\n", "inline", vars).unwrap();
+        assert_eq!(c.ingest.brokers, "kafka-1:9093");
+        assert_eq!(c.ingest.batch_max_records, 64);
+        assert_eq!(c.decision.mode, schemas::Mode::Enforce);
+        assert_eq!(c.detectors.geo.trusted_asns, vec![64500, 64501]);
+        let err = Config::from_toml_with_env(
+            "[ingest]\ntopics = [\"a\"]\n",
+            "inline",
+            [("TOKENWATCH__INGEST__NOPE".to_string(), "1".to_string())],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
     }
 
     #[test]

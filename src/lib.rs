@@ -12,6 +12,7 @@
 //!   token state, decisions, denylist, manual revoke, allowlist).
 //! - [`demo`]: `tokenwatch demo`, everything in-process on librdkafka's
 //!   mock cluster.
+//! - [`replay`]: `tokenwatch replay`, detection over files, deterministic.
 //! - [`scenario`]: realistic traffic with scripted attacks, for the demo,
 //!   the generator and the end-to-end tests.
 //! - [`cli`]: the command-line interface.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod pipeline;
+pub mod replay;
 pub mod scenario;
 
 pub use config::Config;

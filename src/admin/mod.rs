@@ -107,21 +107,21 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match (&state.token, given) {
         (Some(token), Some(given)) if same(token.as_bytes(), given.as_bytes()) => Ok(()),
-        (None, _) => Err(error(
+        (None, _) => Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "state-changing routes are disabled: the admin token variable is not set",
-        )),
-        _ => Err(error(
+        ))),
+        _ => Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token",
-        )),
+        ))),
     }
 }
 
@@ -190,14 +190,14 @@ async fn token(
         .collect();
     view["recent_decisions"] = recent.into();
     let (tx, rx) = oneshot::channel();
-    if s.commands.send(Command::Denylist(tx)).await.is_ok() {
-        if let Ok(list) = rx.await {
-            view["revocation"] = list
-                .into_iter()
-                .find(|r| r.issuer == issuer && r.token_id == token_id)
-                .map(|r| serde_json::to_value(r).unwrap_or_default())
-                .into();
-        }
+    if s.commands.send(Command::Denylist(tx)).await.is_ok()
+        && let Ok(list) = rx.await
+    {
+        view["revocation"] = list
+            .into_iter()
+            .find(|r| r.issuer == issuer && r.token_id == token_id)
+            .map(|r| serde_json::to_value(r).unwrap_or_default())
+            .into();
     }
     Json(view).into_response()
 }
@@ -245,7 +245,7 @@ async fn revoke(
     body: Result<Json<RevokeBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     if let Err(r) = authorized(&s, &headers) {
-        return r;
+        return *r;
     }
     let Ok(Json(body)) = body else {
         return error(
@@ -293,7 +293,7 @@ async fn allow(
     body: Result<Json<AllowBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     if let Err(r) = authorized(&s, &headers) {
-        return r;
+        return *r;
     }
     let Ok(Json(body)) = body else {
         return error(

@@ -174,16 +174,14 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     // Let the pipeline catch up, and the last revocations be confirmed.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let attacks_done = || {
-        let s = seen
-            .lock()
+        seen.lock()
             .map(|s| {
                 scenario
                     .attacks
                     .iter()
                     .all(|a| s.revocation_ms.contains_key(&a.token_id))
             })
-            .unwrap_or(false);
-        s
+            .unwrap_or(false)
     };
     while (stats.events.load(Relaxed) < produced || !attacks_done())
         && tokio::time::Instant::now() < deadline

@@ -109,10 +109,13 @@ pub async fn run(
     );
     let ingest = source.run(tx, shutdown).await;
     stage.await?;
-    revoking.await?;
+    // The admin API holds a handle on the revoker: stop it (and the other
+    // helpers) first, so the revoker sees its last sender go and finishes.
     for h in helpers {
         h.abort();
+        let _ = h.await;
     }
+    revoking.await?;
     Ok(ingest?)
 }
 

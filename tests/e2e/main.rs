@@ -7,4 +7,5 @@ mod support;
 mod detect_pipeline;
 mod ingest_kafka;
 mod metadata_topic;
+mod product;
 mod revoker;

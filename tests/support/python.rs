@@ -98,3 +98,18 @@ pub fn validate_payloads(payloads: &[serde_json::Value]) -> Result<(), String> {
     );
     if ok { Ok(()) } else { Err(out) }
 }
+
+/// A received webhook: its headers and body.
+pub type Received = (Vec<(String, String)>, Vec<u8>);
+
+/// Verifies many webhooks.
+pub fn verify_webhooks(secret: &str, messages: &[Received]) -> Result<(), String> {
+    for (headers, body) in messages {
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        verify_webhook(secret, &h, body)?;
+    }
+    Ok(())
+}

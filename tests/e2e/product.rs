@@ -1,0 +1,456 @@
+//! The product end to end on the real broker: `run`'s pipeline with the
+//! scripted scenario, loopback issuer and webhook receiver, the admin API,
+//! `demo`, `replay`, and graceful shutdown.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use detectors::GeoIpConfig;
+use ingest::{IngestConfig, IngestMetrics};
+use revoker::testing::{Reply, TestServer};
+use revoker::{IssuerConfig, WebhookConfig};
+use schemas::{Action, Mode};
+use tokenwatch::Config;
+use tokenwatch::admin::AdminConfig;
+use tokenwatch::pipeline::{self, FlowStats};
+use tokenwatch::scenario::Scenario;
+use tokio::sync::oneshot;
+
+use crate::support::{self, create_topic, produce, python, unique_name};
+
+const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/geoip")).join(name)
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique_name("tokenwatch-e2e"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// A config for `scenario` against the real broker and loopback servers.
+async fn config_for(
+    scenario: &Scenario,
+    issuer: &TestServer,
+    hooks: Option<&TestServer>,
+) -> Config {
+    let topic = unique_name("product-events");
+    create_topic(&topic, 4).await;
+    let mut ingest = IngestConfig::new(vec![topic]);
+    ingest.brokers = support::brokers();
+    ingest.group_id = unique_name("product-group");
+    ingest.dead_letter_topic = unique_name("product-dlq");
+    let mut detectors = scenario.detectors_config();
+    let mut geoip = GeoIpConfig::new(fixture("synthetic-city.mmdb"));
+    geoip.asn_db = Some(fixture("synthetic-asn.mmdb"));
+    detectors.geoip = Some(geoip);
+    let metadata = temp("tokens.ndjson");
+    let lines: Vec<String> = scenario
+        .metadata
+        .iter()
+        .map(|m| serde_json::to_string(m).unwrap())
+        .collect();
+    std::fs::write(&metadata, lines.join("\n")).unwrap();
+    detectors.metadata_file = Some(metadata);
+    let mut config = Config {
+        ingest,
+        detectors,
+        decision: detectors::DecisionConfig {
+            mode: Mode::Enforce,
+            ..Default::default()
+        },
+        revoker: Default::default(),
+        admin: AdminConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token_env: "TW_E2E_ADMIN_TOKEN".into(),
+            ..Default::default()
+        },
+    };
+    config.revoker.ledger_topic = unique_name("product-ledger");
+    create_topic(&config.revoker.ledger_topic, 1).await;
+    config.revoker.issuers.insert(
+        "demo-oauth".into(),
+        IssuerConfig::Http {
+            method: "POST".into(),
+            url: format!("http://{}/revoke/{{token_id}}", issuer.addr),
+            headers: Default::default(),
+            headers_from_env: Default::default(),
+            body: None,
+        },
+    );
+    if let Some(hooks) = hooks {
+        unsafe {
+            std::env::set_var("TW_E2E_PRODUCT_WHSEC", WHSEC);
+            std::env::set_var("TW_E2E_ADMIN_TOKEN", ADMIN_TOKEN);
+        }
+        config.revoker.webhooks.push(WebhookConfig {
+            url: hooks.url("/hooks"),
+            secret_envs: vec!["TW_E2E_PRODUCT_WHSEC".into()],
+            min_action: Action::Alert,
+            retry_schedule: vec![Duration::from_millis(50)],
+            timeout: Duration::from_secs(5),
+        });
+    }
+    config
+}
+
+fn records(scenario: &Scenario) -> Vec<(String, Vec<u8>)> {
+    scenario
+        .events
+        .iter()
+        .map(|e| (e.token_id.clone(), e.to_json().into_bytes()))
+        .collect()
+}
+
+struct Run {
+    stats: Arc<FlowStats>,
+    metrics: Arc<IngestMetrics>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start(config: &Config) -> Run {
+    let engine = pipeline::build_engine(config).unwrap();
+    let revoker = pipeline::build_revoker(config).await.unwrap();
+    let metrics = Arc::new(IngestMetrics::default());
+    let stats = Arc::new(FlowStats::default());
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let task = {
+        let (config, metrics, stats) = (config.clone(), metrics.clone(), stats.clone());
+        tokio::spawn(async move {
+            pipeline::run(&config, engine, revoker, metrics, stats, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    Run {
+        stats,
+        metrics,
+        stop,
+        task,
+    }
+}
+
+async fn until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn revoked_tokens(issuer: &TestServer) -> Vec<String> {
+    let mut t: Vec<String> = issuer
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.path.trim_start_matches("/revoke/").to_string())
+        .collect();
+    t.sort();
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_revokes_exactly_the_scripted_attacks_and_reports_them() {
+    let scenario = Scenario::generate(5, 1000, 1_795_813_200_000, 3 * 3_600_000, 180_000);
+    let issuer = TestServer::start(Reply::status(200)).await;
+    let hooks = TestServer::start(Reply::status(204)).await;
+    let config = config_for(&scenario, &issuer, Some(&hooks)).await;
+    let run = start(&config).await;
+    until("the consumer to join", Duration::from_secs(30), || {
+        run.metrics.assigned_partitions.load(Relaxed) > 0
+    })
+    .await;
+    produce(&config.ingest.topics[0], &records(&scenario)).await;
+    let total = scenario.events.len() as u64;
+    until(
+        "every event to be processed",
+        Duration::from_secs(180),
+        || run.stats.events.load(Relaxed) >= total,
+    )
+    .await;
+    let attack_tokens: Vec<String> = {
+        let mut t: Vec<String> = scenario
+            .attacks
+            .iter()
+            .map(|a| a.token_id.clone())
+            .collect();
+        t.sort();
+        t
+    };
+    until("five revocations", Duration::from_secs(30), || {
+        revoked_tokens(&issuer) == attack_tokens
+    })
+    .await;
+
+    let admin = format!("http://{}", run.stats.admin_addr.get().unwrap());
+    let client = reqwest::Client::new();
+    let metrics = client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("tokenwatch_revocations_total{issuer=\"demo-oauth\",outcome=\"revoked\"} 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("tokenwatch_revocations_total{issuer=\"demo-oauth\",outcome=\"failed\"} 0")
+    );
+    assert!(metrics.contains(&format!("tokenwatch_ingest_events_total {total}")));
+    assert!(!metrics.contains("tok-0"), "no token id is a metric label");
+    let unauthenticated = client
+        .post(format!("{admin}/v1/revoke"))
+        .json(&serde_json::json!({"issuer": "demo-oauth", "token_id": "tok-00001"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    let wrong = client
+        .post(format!("{admin}/v1/revoke"))
+        .bearer_auth("nope")
+        .json(&serde_json::json!({"issuer": "demo-oauth", "token_id": "tok-00001"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let denylist: Vec<serde_json::Value> = client
+        .get(format!("{admin}/v1/denylist"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(denylist.len(), 5);
+    let view: serde_json::Value = client
+        .get(format!(
+            "{admin}/v1/tokens/demo-oauth/atk-impossible_travel"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["revocation"]["state"], "revoked");
+    assert!(view["state"]["geo"]["countries"].as_array().unwrap().len() >= 2);
+    assert_eq!(
+        client
+            .get(format!("{admin}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let latency = |q: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "tokenwatch_event_to_revoked_seconds{{quantile=\"{q}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+            * 1000.0
+    };
+    eprintln!(
+        "produce → revoked latency: p50 {:.1} ms, p99 {:.1} ms (debug build, {total} events pre-loaded at once)",
+        latency("0.5"),
+        latency("0.99")
+    );
+
+    let _ = run.stop.send(());
+    run.task.await.unwrap().unwrap();
+    assert_eq!(
+        revoked_tokens(&issuer),
+        attack_tokens,
+        "each attack token revoked once, no benign token"
+    );
+    let messages: Vec<python::Received> = hooks
+        .requests()
+        .into_iter()
+        .map(|r| {
+            let h = ["webhook-id", "webhook-timestamp", "webhook-signature"]
+                .iter()
+                .map(|k| (k.to_string(), r.header(k).unwrap_or("").to_string()))
+                .collect();
+            (h, r.body)
+        })
+        .collect();
+    assert!(
+        messages.len() >= 10,
+        "a decision and a revocation message per attack"
+    );
+    python::verify_webhooks(WHSEC, &messages)
+        .unwrap_or_else(|e| panic!("a webhook did not verify: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_under_load_loses_nothing() {
+    let scenario = Scenario::generate(9, 300, 1_795_813_200_000, 3 * 3_600_000, 120_000);
+    let issuer = TestServer::start(Reply::status(200)).await;
+    let config = config_for(&scenario, &issuer, None).await;
+    produce(&config.ingest.topics[0], &records(&scenario)).await;
+    let total = scenario.events.len() as u64;
+
+    let first = start(&config).await;
+    until("half the events", Duration::from_secs(120), || {
+        first.stats.events.load(Relaxed) >= total / 2
+    })
+    .await;
+    let _ = first.stop.send(());
+    first.task.await.unwrap().unwrap();
+    let seen_first = first.stats.events.load(Relaxed);
+    assert!(seen_first < total, "stopped under load, before the end");
+
+    let second = start(&config).await;
+    until("the rest of the events", Duration::from_secs(120), || {
+        seen_first + second.stats.events.load(Relaxed) >= total
+    })
+    .await;
+    let _ = second.stop.send(());
+    second.task.await.unwrap().unwrap();
+    assert_eq!(
+        seen_first + second.stats.events.load(Relaxed),
+        total,
+        "the restart resumed exactly at the committed offsets"
+    );
+    let mut attacks: Vec<String> = scenario
+        .attacks
+        .iter()
+        .map(|a| a.token_id.clone())
+        .collect();
+    attacks.sort();
+    assert_eq!(
+        revoked_tokens(&issuer),
+        attacks,
+        "every decision made it, once, across the restart"
+    );
+}
+
+fn tokenwatch() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
+}
+
+#[test]
+fn demo_detects_and_revokes_every_scripted_attack() {
+    let summary = temp("summary.json");
+    let out = tokenwatch()
+        .args([
+            "demo",
+            "--seconds",
+            "20",
+            "--tokens",
+            "100",
+            "--summary-json",
+        ])
+        .arg(&summary)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "demo failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let attacks = s["attacks"].as_array().unwrap();
+    assert_eq!(attacks.len(), 5);
+    for a in attacks {
+        assert_eq!(
+            (a["detected"].as_bool(), a["revoked"].as_bool()),
+            (Some(true), Some(true)),
+            "{a}"
+        );
+        assert!(a["latency_ms"].as_i64().is_some(), "{a}");
+    }
+    assert_eq!(s["benign_false_revocations"], 0);
+}
+
+#[test]
+fn replay_is_deterministic() {
+    let scenario = Scenario::generate(3, 200, 1_795_813_200_000, 3 * 3_600_000, 120_000);
+    let input = temp("events.ndjson");
+    let text: String = scenario.events.iter().map(|e| e.to_json() + "\n").collect();
+    std::fs::write(&input, text).unwrap();
+    let metadata = temp("tokens.ndjson");
+    std::fs::write(
+        &metadata,
+        scenario
+            .metadata
+            .iter()
+            .map(|m| serde_json::to_string(m).unwrap() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    let mut detectors = scenario.detectors_config();
+    let mut geoip = GeoIpConfig::new(fixture("synthetic-city.mmdb"));
+    geoip.asn_db = Some(fixture("synthetic-asn.mmdb"));
+    detectors.geoip = Some(geoip);
+    detectors.metadata_file = Some(metadata);
+    let config = Config {
+        ingest: IngestConfig::new(vec!["replay".into()]),
+        detectors,
+        decision: Default::default(),
+        revoker: Default::default(),
+        admin: Default::default(),
+    };
+    let config_path = temp("replay.toml");
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+    let replay = || {
+        let out = tokenwatch()
+            .arg("replay")
+            .arg("-c")
+            .arg(&config_path)
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let (a, b) = (replay(), replay());
+    assert!(!a.is_empty());
+    assert_eq!(a, b, "byte-identical decisions");
+    let text = String::from_utf8(a).unwrap();
+    for attack in &scenario.attacks {
+        assert!(
+            text.lines().any(
+                |l| l.contains(&format!("\"token_id\":\"{}\"", attack.token_id))
+                    && l.contains("\"recommended\":\"revoke\"")
+            ),
+            "{} is not among the would-revoke decisions",
+            attack.name
+        );
+    }
+    assert!(
+        text.lines().all(|l| l.contains("\"mode\":\"dry_run\"")),
+        "replay is a dry run"
+    );
+    assert!(
+        text.lines().all(|l| !l.contains("\"action\":\"revoke\"")),
+        "replay never revokes"
+    );
+}
