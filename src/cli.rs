@@ -170,7 +170,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let engine = pipeline::build_engine(&config)?;
     let revoker = pipeline::build_revoker(&config).await?;
     let metrics = Arc::new(IngestMetrics::default());
-    let stats = Arc::new(FlowStats::default());
+    let stats = Arc::new(FlowStats::default().with_recent_capacity(config.admin.recent_decisions));
     pipeline::run(
         &config,
         engine,
