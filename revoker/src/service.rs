@@ -215,6 +215,13 @@ impl Revoker {
                     _ => break,
                 }
             }
+            // Flush the webhooks: deliveries in their retry schedule get a
+            // bounded time; what is left is logged (and, on restart, a
+            // replayed decision reuses the same webhook id).
+            let left = self.webhooks.drain(Duration::from_secs(10)).await;
+            if left > 0 {
+                warn!(left, "Webhook deliveries still pending at shutdown.");
+            }
         }
         .instrument(span)
         .await

@@ -55,6 +55,8 @@ pub struct Webhooks {
     pub metrics: Arc<WebhookMetrics>,
     /// Seconds since the epoch; a function so tests can sign at other times.
     clock: fn() -> i64,
+    /// Deliveries not yet finished (delivered or dead-lettered).
+    in_flight: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
 }
 
 /// Errors building the webhook sender.
@@ -105,6 +107,7 @@ impl Webhooks {
             dead_letter,
             metrics: Arc::default(),
             clock: now_s,
+            in_flight: Arc::default(),
         })
     }
 
@@ -126,7 +129,26 @@ impl Webhooks {
             }
             let this = self.clone();
             let msg = msg.clone();
-            tokio::spawn(async move { this.deliver(i, msg).await });
+            self.in_flight.0.fetch_add(1, Relaxed);
+            tokio::spawn(async move {
+                this.deliver(i, msg).await;
+                if this.in_flight.0.fetch_sub(1, Relaxed) == 1 {
+                    this.in_flight.1.notify_waiters();
+                }
+            });
+        }
+    }
+
+    /// Waits until every queued delivery has finished (delivered or
+    /// dead-lettered), or `timeout` passes. Returns how many are left.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.in_flight.1.notified();
+            let left = self.in_flight.0.load(Relaxed);
+            if left == 0 || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.in_flight.0.load(Relaxed);
+            }
         }
     }
 

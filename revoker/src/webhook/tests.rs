@@ -131,3 +131,18 @@ async fn endpoints_filter_by_action() {
         .collect();
     assert_eq!(ids, ["revoke"]);
 }
+
+#[tokio::test]
+async fn drain_waits_for_deliveries_in_flight() {
+    let server = TestServer::start(Reply::status(200).delayed(Duration::from_millis(300))).await;
+    let w = hooks(&server, "TW_TEST_WH_5", &[]);
+    w.send(msg("slow-1"));
+    w.send(msg("slow-2"));
+    assert_eq!(w.drain(Duration::from_secs(10)).await, 0);
+    assert_eq!(
+        w.metrics.delivered.load(Relaxed),
+        2,
+        "both delivered before drain returned"
+    );
+    assert_eq!(w.drain(Duration::from_millis(1)).await, 0, "nothing left");
+}
