@@ -14,6 +14,7 @@ use detectors::geo::{GeoConfig, distance_km};
 use detectors::novelty::NoveltyConfig;
 use detectors::volume::VolumeConfig;
 use detectors::{DetectorsConfig, GeoIp};
+use schemas::sample::Rng;
 use schemas::{Event, TokenMetadata};
 
 /// Synthetic GeoIP data, embedded so `demo` needs no download.
@@ -48,23 +49,6 @@ pub struct Scenario {
     pub benign_tokens: Vec<String>,
     pub start_ms: i64,
     pub duration_ms: i64,
-}
-
-/// Deterministic pseudo-random numbers (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 /// A located address of the synthetic data.

@@ -23,6 +23,7 @@ use detectors::novelty::{NoveltyConfig, NoveltyDetector};
 use detectors::scope::ScopeDetector;
 use detectors::volume::{VolumeConfig, VolumeDetector};
 use detectors::{Detector, DetectorsConfig, Engine, MetadataStore, Observation, TokenStore};
+use schemas::sample::Rng;
 use schemas::{Event, Origin, TokenMetadata};
 
 const EVENTS: usize = 100_000;
@@ -42,18 +43,6 @@ fn geoip_config() -> GeoIpConfig {
     let mut c = GeoIpConfig::new(fixture("synthetic-city.mmdb"));
     c.asn_db = Some(fixture("synthetic-asn.mmdb"));
     c
-}
-
-/// Deterministic pseudo-random stream (splitmix64).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 fn ip(n: u64) -> IpAddr {
@@ -84,10 +73,10 @@ fn mix() -> (Vec<Event>, Vec<Origin>) {
     let mut events = Vec::with_capacity(EVENTS);
     let mut origins = Vec::with_capacity(EVENTS);
     for i in 0..EVENTS {
-        let token = rng.next() % TOKENS;
+        let token = rng.next_u64() % TOKENS;
         let home = token * 5 % IPS;
-        let addr = if rng.next().is_multiple_of(20) {
-            rng.next() % IPS
+        let addr = if rng.next_u64().is_multiple_of(20) {
+            rng.next_u64() % IPS
         } else {
             home
         };
@@ -101,8 +90,8 @@ fn mix() -> (Vec<Event>, Vec<Origin>) {
         e.user_agent = Some(agents[(token % 4) as usize].into());
         e.device_id = Some(format!("dev-{}", token % 1000));
         e.principal = Some(format!("svc-{}", token % 300));
-        e.bytes_out = Some(500 + rng.next() % 5000);
-        e.records_out = Some(1 + rng.next() % 20);
+        e.bytes_out = Some(500 + rng.next_u64() % 5000);
+        e.records_out = Some(1 + rng.next_u64() % 20);
         e.status = Some(200);
         e.request_id = Some(format!("req-{i}"));
         events.push(e);

@@ -173,6 +173,18 @@ fn default_method() -> String {
 }
 
 impl IssuerConfig {
+    /// An `http` issuer that POSTs to `url` (a template) with no headers
+    /// or body: the simplest kill switch, used by the demo and tests.
+    pub fn post(url: impl Into<String>) -> Self {
+        IssuerConfig::Http {
+            method: "POST".into(),
+            url: url.into(),
+            headers: BTreeMap::new(),
+            headers_from_env: BTreeMap::new(),
+            body: None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             IssuerConfig::Oauth2 { .. } => "oauth2",

@@ -69,13 +69,7 @@ fn demo_config(
     let mut revoker = RevokerConfig::default();
     revoker.issuers.insert(
         "demo-oauth".into(),
-        IssuerConfig::Http {
-            method: "POST".into(),
-            url: format!("{issuer_url}/oauth2/revoke/{{token_id}}"),
-            headers: Default::default(),
-            headers_from_env: Default::default(),
-            body: None,
-        },
+        IssuerConfig::post(format!("{issuer_url}/oauth2/revoke/{{token_id}}")),
     );
     revoker.webhooks.push(WebhookConfig {
         url: url::Url::parse(&format!("{hooks_url}/hooks"))?,

@@ -15,7 +15,7 @@ use tokenwatch::Config;
 use tokenwatch::pipeline::{self, FlowStats};
 use tokio::sync::oneshot;
 
-use crate::support::{self, create_topic, produce, unique_name};
+use crate::support::{self, create_topic, produce, unique_name, until};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/geoip")).join(name)
@@ -69,13 +69,7 @@ async fn benign_traffic_passes_and_impossible_travel_is_revoked() {
     let issuer = TestServer::start(Reply::status(200)).await;
     config.revoker.issuers.insert(
         "oauth".into(),
-        IssuerConfig::Http {
-            method: "POST".into(),
-            url: format!("http://{}/revoke/{{token_id}}", issuer.addr),
-            headers: Default::default(),
-            headers_from_env: Default::default(),
-            body: None,
-        },
+        IssuerConfig::post(format!("http://{}/revoke/{{token_id}}", issuer.addr)),
     );
     config.detectors.geoip = Some(GeoIpConfig::new(fixture("GeoIP2-City-Test.mmdb")));
     config.decision.mode = Mode::Enforce;
@@ -93,15 +87,12 @@ async fn benign_traffic_passes_and_impossible_travel_is_revoked() {
             .await
         })
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while stats.events.load(Relaxed) < records.len() as u64 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} events processed",
-            stats.events.load(Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(
+        "every event to be processed",
+        Duration::from_secs(60),
+        || stats.events.load(Relaxed) >= records.len() as u64,
+    )
+    .await;
     let _ = stop_tx.send(());
     run.await.unwrap().unwrap();
 

@@ -9,7 +9,7 @@ use ingest::{IngestConfig, MetadataProgress, MetadataSource, MetadataUpdate};
 use rdkafka::producer::FutureRecord;
 use tokio::sync::mpsc;
 
-use crate::support::{self, create_topic, producer, unique_name};
+use crate::support::{self, create_topic, producer, unique_name, until};
 
 async fn send(topic: &str, key: &str, value: Option<&str>) {
     let p = producer();
@@ -61,12 +61,10 @@ async fn reads_the_whole_topic_then_follows_it() {
     assert!(matches!(&seen[0], MetadataUpdate::Upsert(m) if m.token_id == "t1"));
     assert!(matches!(&seen[1], MetadataUpdate::Upsert(m) if m.token_id == "t2"));
     // The bad record is counted, and the source reports it caught up.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !progress.caught_up.load(Relaxed) {
-        assert!(tokio::time::Instant::now() < deadline, "never caught up");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("the source to catch up", Duration::from_secs(30), || {
+        progress.caught_up.load(Relaxed)
+    })
+    .await;
     assert_eq!(progress.invalid.load(Relaxed), 1);
 
     // Live: a change and a tombstone arrive as they are produced.

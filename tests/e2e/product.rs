@@ -18,7 +18,7 @@ use tokenwatch::pipeline::{self, FlowStats};
 use tokenwatch::scenario::Scenario;
 use tokio::sync::oneshot;
 
-use crate::support::{self, create_topic, produce, python, unique_name};
+use crate::support::{self, create_topic, produce, python, unique_name, until};
 
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const ADMIN_TOKEN: &str = "e2e-admin-token";
@@ -75,13 +75,7 @@ async fn config_for(
     create_topic(&config.revoker.ledger_topic, 1).await;
     config.revoker.issuers.insert(
         "demo-oauth".into(),
-        IssuerConfig::Http {
-            method: "POST".into(),
-            url: format!("http://{}/revoke/{{token_id}}", issuer.addr),
-            headers: Default::default(),
-            headers_from_env: Default::default(),
-            body: None,
-        },
+        IssuerConfig::post(format!("http://{}/revoke/{{token_id}}", issuer.addr)),
     );
     if let Some(hooks) = hooks {
         unsafe {
@@ -134,17 +128,6 @@ async fn start(config: &Config) -> Run {
         metrics,
         stop,
         task,
-    }
-}
-
-async fn until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

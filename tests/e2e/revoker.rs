@@ -108,13 +108,7 @@ impl Running {
 }
 
 fn http_issuer(server: &TestServer) -> IssuerConfig {
-    IssuerConfig::Http {
-        method: "POST".into(),
-        url: format!("http://{}/revoke/{{token_id}}", server.addr),
-        headers: Default::default(),
-        headers_from_env: Default::default(),
-        body: None,
-    }
+    IssuerConfig::post(format!("http://{}/revoke/{{token_id}}", server.addr))
 }
 
 fn quick_retries() -> RetryConfig {

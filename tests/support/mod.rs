@@ -155,3 +155,16 @@ pub async fn read_records(topic: &str, count: usize, timeout: Duration) -> Vec<R
     }
     out
 }
+
+/// Waits for a condition the system under test will reach, checking every
+/// 20 ms, and fails naming `what` after `timeout`.
+pub async fn until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

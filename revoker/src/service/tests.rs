@@ -42,13 +42,7 @@ fn decision(token: &str, n: u32) -> Decision {
 }
 
 fn http_issuer(server: &TestServer) -> IssuerConfig {
-    IssuerConfig::Http {
-        method: "POST".into(),
-        url: format!("http://{}/revoke/{{token_id}}", server.addr),
-        headers: Default::default(),
-        headers_from_env: Default::default(),
-        body: None,
-    }
+    IssuerConfig::post(format!("http://{}/revoke/{{token_id}}", server.addr))
 }
 
 fn config(issuer: IssuerConfig) -> RevokerConfig {
