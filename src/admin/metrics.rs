@@ -204,6 +204,11 @@ pub fn render(s: &AdminState) -> String {
             e.geoip_lookups,
         ),
         (
+            "tokenwatch_geoip_decode_errors_total",
+            "GeoIP records found but not decodable (enriched as unknown).",
+            e.geoip_decode_errors,
+        ),
+        (
             "tokenwatch_geoip_cache_hits_total",
             "GeoIP lookups served from the cache.",
             e.geoip_cache_hits,

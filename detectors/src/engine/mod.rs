@@ -44,6 +44,7 @@ pub struct EngineStats {
     pub decision: DecisionStats,
     pub geoip_lookups: u64,
     pub geoip_cache_hits: u64,
+    pub geoip_decode_errors: u64,
 }
 
 pub struct Engine {
@@ -279,6 +280,7 @@ impl Engine {
             decision: self.decider.stats().clone(),
             geoip_lookups: self.geoip.as_ref().map_or(0, |g| g.lookups),
             geoip_cache_hits: self.geoip.as_ref().map_or(0, |g| g.cache_hits),
+            geoip_decode_errors: self.geoip.as_ref().map_or(0, |g| g.decode_errors),
         }
     }
 

@@ -154,9 +154,17 @@ impl Database {
         })
     }
 
-    fn lookup<T: for<'de> Deserialize<'de>>(&self, ip: IpAddr) -> Option<T> {
-        // Unknown addresses, and IPv6 in an IPv4-only file, are "unknown".
-        self.reader.lookup(ip).ok()?.decode::<T>().ok().flatten()
+    /// `Ok(None)` for an address the file does not cover (or IPv6 in an
+    /// IPv4-only file); `Err` when a record exists but cannot be decoded
+    /// into the layout we read, which is counted, not hidden.
+    fn lookup<T: for<'de> Deserialize<'de>>(&self, ip: IpAddr) -> Result<Option<T>, ()> {
+        let Ok(found) = self.reader.lookup(ip) else {
+            return Ok(None);
+        };
+        if !found.has_data() {
+            return Ok(None);
+        }
+        found.decode::<T>().map_err(|_| ())
     }
 }
 
@@ -171,6 +179,9 @@ pub struct GeoIp {
     pub lookups: u64,
     /// Lookups served from the cache.
     pub cache_hits: u64,
+    /// Records found but not decodable (a database in an unexpected
+    /// layout); such addresses enrich to "unknown".
+    pub decode_errors: u64,
 }
 
 impl GeoIp {
@@ -228,6 +239,7 @@ impl GeoIp {
             cache,
             lookups: 0,
             cache_hits: 0,
+            decode_errors: 0,
         }
     }
 
@@ -246,19 +258,34 @@ impl GeoIp {
     pub fn lookup_uncached(&mut self, ip: IpAddr) -> GeoInfo {
         self.lookups += 1;
         let mut info = GeoInfo::default();
-        if let Some(city) = self.city.lookup::<CityRecord>(ip) {
-            city.fill(&mut info);
+        let mut failed = false;
+        match self.city.lookup::<CityRecord>(ip) {
+            Ok(Some(city)) => city.fill(&mut info),
+            Ok(None) => {}
+            Err(()) => failed = true,
         }
-        if let Some(asn) = self.asn.as_ref().and_then(|db| db.lookup::<AsnRecord>(ip)) {
-            info.asn = asn.autonomous_system_number;
-            info.as_org = asn.autonomous_system_organization;
+        match self.asn.as_ref().map(|db| db.lookup::<AsnRecord>(ip)) {
+            Some(Ok(Some(asn))) => {
+                info.asn = asn.autonomous_system_number;
+                info.as_org = asn.autonomous_system_organization;
+            }
+            Some(Err(())) => failed = true,
+            _ => {}
         }
-        if let Some(anon) = self
+        match self
             .anonymous
             .as_ref()
-            .and_then(|db| db.lookup::<AnonymousRecord>(ip))
+            .map(|db| db.lookup::<AnonymousRecord>(ip))
         {
-            info.anonymity = anon.flags();
+            Some(Ok(Some(anon))) => info.anonymity = anon.flags(),
+            Some(Err(())) => failed = true,
+            _ => {}
+        }
+        if failed {
+            if self.decode_errors == 0 {
+                tracing::warn!(%ip, "A GeoIP record exists but is not in a layout tokenwatch reads; such addresses enrich to unknown (counted in tokenwatch_geoip_decode_errors_total).");
+            }
+            self.decode_errors += 1;
         }
         info
     }
@@ -272,9 +299,10 @@ impl GeoIp {
     /// Re-opens every database. On error the old ones stay in use.
     pub fn reload(&mut self) -> Result<(), GeoIpError> {
         let fresh = GeoIp::open(&self.config)?;
-        let (lookups, cache_hits) = (self.lookups, self.cache_hits);
+        let (lookups, cache_hits, decode_errors) =
+            (self.lookups, self.cache_hits, self.decode_errors);
         *self = fresh;
-        (self.lookups, self.cache_hits) = (lookups, cache_hits);
+        (self.lookups, self.cache_hits, self.decode_errors) = (lookups, cache_hits, decode_errors);
         Ok(())
     }
 

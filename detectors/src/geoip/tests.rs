@@ -187,3 +187,16 @@ fn reads_the_synthetic_fixtures_the_demo_embeds() {
         "covers 20.0.0.0/6"
     );
 }
+
+#[test]
+fn an_undecodable_record_is_unknown_and_counted() {
+    let mut g = GeoIp::open(&GeoIpConfig::new(fixture("wrong-types-city.mmdb"))).unwrap();
+    assert_eq!(g.lookup(ip("198.51.100.7")), GeoInfo::default());
+    assert_eq!(g.decode_errors, 1);
+    assert_eq!(
+        g.lookup(ip("203.0.113.1")),
+        GeoInfo::default(),
+        "not covered: unknown, not an error"
+    );
+    assert_eq!(g.decode_errors, 1);
+}
