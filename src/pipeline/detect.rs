@@ -142,7 +142,10 @@ pub async fn detect_stage(
                 if !delivery.secrets.is_empty() {
                     let _ = revoker.send(Command::Secrets(secrets_of(&delivery))).await;
                 }
-                match engine.process_batch(&delivery.batch) {
+                // CPU-bound: let the runtime move other tasks off this
+                // thread while the batch is processed.
+                let processed = tokio::task::block_in_place(|| engine.process_batch(&delivery.batch));
+                match processed {
                     Ok(out) => {
                         stats.record_decisions(&out.decisions);
                         stats.set_engine_stats(engine.stats());

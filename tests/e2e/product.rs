@@ -289,21 +289,39 @@ async fn run_revokes_exactly_the_scripted_attacks_and_reports_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_under_load_loses_nothing() {
-    let scenario = Scenario::generate(9, 300, 1_795_813_200_000, 3 * 3_600_000, 120_000);
+    let scenario = Scenario::generate(9, 1000, 1_795_813_200_000, 3 * 3_600_000, 180_000);
     let issuer = TestServer::start(Reply::status(200)).await;
     let config = config_for(&scenario, &issuer, None).await;
     produce(&config.ingest.topics[0], &records(&scenario)).await;
     let total = scenario.events.len() as u64;
 
     let first = start(&config).await;
-    until("half the events", Duration::from_secs(120), || {
-        first.stats.events.load(Relaxed) >= total / 2
+    // Stop early, mid-stream and under load: batches in flight are drained,
+    // so the first instance ends somewhat later. Per-token state is in
+    // memory and relearnt after a restart (README, "Delivery guarantees"),
+    // so the stop comes before the scenario's learning ends, and every
+    // attack must still be caught, exactly once.
+    until("a tenth of the events", Duration::from_secs(120), || {
+        first.stats.events.load(Relaxed) >= total / 10
     })
     .await;
+    let at_signal = first.stats.events.load(Relaxed);
     let _ = first.stop.send(());
     first.task.await.unwrap().unwrap();
     let seen_first = first.stats.events.load(Relaxed);
-    assert!(seen_first < total, "stopped under load, before the end");
+    eprintln!(
+        "stop signalled after {at_signal} events; {seen_first} processed by the end of the graceful shutdown"
+    );
+    assert!(
+        seen_first < total / 2,
+        "stopped under load, well before the end ({seen_first} of {total})"
+    );
+    let revoked_by_first = first.stats.decided(Action::Revoke);
+    assert_eq!(
+        revoked_tokens(&issuer).len() as u64,
+        revoked_by_first,
+        "every revocation decided before the stop reached the issuer"
+    );
 
     let second = start(&config).await;
     until("the rest of the events", Duration::from_secs(120), || {
