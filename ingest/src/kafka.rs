@@ -41,6 +41,9 @@ pub mod header {
     pub const SOURCE_OFFSET: &str = "tokenwatch.source.offset";
     /// Size of the original payload when the dead-letter copy is truncated.
     pub const ORIGINAL_BYTES: &str = "tokenwatch.original_bytes";
+    /// Present when a raw secret in the record was replaced by its
+    /// fingerprint; names the field.
+    pub const REDACTED: &str = "tokenwatch.redacted";
 }
 
 /// Logs rebalances and commit failures, and keeps the assigned-partitions
@@ -404,12 +407,22 @@ impl Loop<'_> {
         origin: Origin,
     ) -> Result<(), RunError> {
         let max = self.source.config.max_record_bytes;
+        // A raw secret in a rejected record is fingerprinted first: the
+        // dead-letter topic must not become a store of leaked tokens.
+        let redacted = self.source.decoder.redact(payload);
+        let payload = redacted.as_deref().unwrap_or(payload);
         let (body, original) = if payload.len() > max {
             (&payload[..max], Some(payload.len()))
         } else {
             (payload, None)
         };
-        let headers = dead_letter_headers(error, &origin, original);
+        let mut headers = dead_letter_headers(error, &origin, original);
+        if redacted.is_some() {
+            headers = headers.insert(Header {
+                key: header::REDACTED,
+                value: Some("token"),
+            });
+        }
         let topic = self.source.config.dead_letter_topic.as_str();
         let mut record = FutureRecord::<[u8], [u8]>::to(topic)
             .payload(body)

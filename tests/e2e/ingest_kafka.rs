@@ -269,3 +269,40 @@ async fn a_consumer_killed_before_acknowledging_loses_nothing() {
         unacked.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_secret_in_a_rejected_record_is_fingerprinted_before_dead_lettering() {
+    const CANARY: &str = "ghp_CANARY_dead_letter_7d1f";
+    let topic = unique_name("redact-events");
+    let dlq = unique_name("redact-dlq");
+    create_topic(&topic, 1).await;
+    create_topic(&dlq, 1).await;
+    let bad = format!(
+        r#"{{"ts":"not a time","token":"{CANARY}","issuer":"github","action":"repo.clone"}}"#
+    );
+    produce(&topic, &[("k".into(), bad.into_bytes())]).await;
+
+    let metrics = Arc::new(IngestMetrics::default());
+    let source = KafkaSource::build(
+        &config(&topic, &unique_name("group"), &dlq),
+        metrics.clone(),
+    )
+    .unwrap();
+    let (tx, _rx) = mpsc::channel(4);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(source.run(tx, async {
+        let _ = stop_rx.await;
+    }));
+    let dead = read_records(&dlq, 1, Duration::from_secs(30)).await;
+    let _ = stop_tx.send(());
+    task.await.unwrap().unwrap();
+
+    let copy = String::from_utf8_lossy(&dead[0].payload).into_owned();
+    assert!(
+        !copy.contains(CANARY),
+        "the dead-letter topic must not hold the raw secret: {copy}"
+    );
+    assert!(copy.contains("\"token\":\"fp_"), "{copy}");
+    assert_eq!(dead[0].header(header::REDACTED), Some("token"));
+    assert_eq!(dead[0].header(header::REASON), Some("invalid_timestamp"));
+}

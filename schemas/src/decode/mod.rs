@@ -72,6 +72,24 @@ impl Decoder {
         self.format
     }
 
+    /// A copy of a rejected record that is safe to dead-letter: if it is a
+    /// JSON object with a raw secret in `token`, that value is replaced by
+    /// its fingerprint. `None` when there is nothing to redact (or the
+    /// record is not a JSON object, in which case nothing can be found).
+    pub fn redact(&self, record: &[u8]) -> Option<Vec<u8>> {
+        if record.len() > self.max_record_bytes {
+            return None;
+        }
+        let mut value: serde_json::Value = serde_json::from_slice(record).ok()?;
+        let token = value.as_object_mut()?.get_mut("token")?;
+        let fingerprint = match token {
+            serde_json::Value::String(secret) => self.fingerprinter.fingerprint(secret),
+            _ => "<redacted>".to_string(),
+        };
+        *token = serde_json::Value::String(fingerprint);
+        serde_json::to_vec(&value).ok()
+    }
+
     pub fn decode(&self, record: &[u8]) -> Result<Decoded, DecodeError> {
         if record.len() > self.max_record_bytes {
             return Err(DecodeError::TooLarge);

@@ -217,3 +217,15 @@ proptest! {
         let _ = Decoder::new(Format::Canonical, 4096, fp()).decode(&bytes);
     }
 }
+
+#[test]
+fn redacts_raw_secrets_before_a_record_is_dead_lettered() {
+    let d = Decoder::new(Format::Canonical, 4096, fp());
+    let bad = br#"{"ts":"nope","token":"ghp_CANARY_dlq","issuer":"gh","action":"x"}"#;
+    assert_eq!(d.decode(bad).unwrap_err(), DecodeError::InvalidTimestamp);
+    let safe = String::from_utf8(d.redact(bad).unwrap()).unwrap();
+    assert!(!safe.contains("CANARY"));
+    assert!(safe.contains(&fp().fingerprint("ghp_CANARY_dlq")));
+    assert_eq!(d.redact(br#"{"token_id":"t"}"#), None, "nothing to redact");
+    assert_eq!(d.redact(b"not json"), None);
+}
