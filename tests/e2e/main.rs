@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod crash;
 mod detect_pipeline;
 mod ingest_kafka;
 mod metadata_topic;
