@@ -121,7 +121,6 @@ impl Scenario {
         let mut rng = Rng(seed);
         let mut events = Vec::new();
         let mut metadata = Vec::new();
-        let learning_end = start_ms + duration_ms / 3;
         let attack_start = start_ms + duration_ms * 2 / 3;
 
         let token = |name: String,
@@ -294,7 +293,6 @@ impl Scenario {
                 at_ms,
             });
         }
-        let _ = learning_end;
         events.sort_by(|a, b| {
             a.ts_ms
                 .cmp(&b.ts_ms)

@@ -129,6 +129,14 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
+/// 503: a stage the route needs has stopped (shutdown in progress).
+fn unavailable(stage: &str) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("{stage} is not running"),
+    )
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -175,10 +183,10 @@ async fn token(
         .await
         .is_err()
     {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "detection is not running");
+        return unavailable("detection");
     }
     let Ok(mut view) = rx.await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "detection is not running");
+        return unavailable("detection");
     };
     let recent: Vec<serde_json::Value> = s
         .flow
@@ -214,17 +222,11 @@ async fn decisions(State(s): State<AdminState>, Query(q): Query<Limit>) -> Respo
 async fn denylist(State(s): State<AdminState>) -> Response {
     let (tx, rx) = oneshot::channel();
     if s.commands.send(Command::Denylist(tx)).await.is_err() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the revoker is not running",
-        );
+        return unavailable("the revoker");
     }
     match rx.await {
         Ok(list) => Json(list).into_response(),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the revoker is not running",
-        ),
+        Err(_) => unavailable("the revoker"),
     }
 }
 
@@ -265,18 +267,12 @@ async fn revoke(
         reply: tx,
     };
     if s.commands.send(cmd).await.is_err() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the revoker is not running",
-        );
+        return unavailable("the revoker");
     }
     match rx.await {
         Ok(Ok(record)) => (StatusCode::ACCEPTED, Json(record)).into_response(),
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, &e),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the revoker is not running",
-        ),
+        Err(_) => unavailable("the revoker"),
     }
 }
 
@@ -309,7 +305,7 @@ async fn allow(
         .await
         .is_err()
     {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "detection is not running");
+        return unavailable("detection");
     }
     (
         StatusCode::OK,

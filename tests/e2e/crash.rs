@@ -84,19 +84,6 @@ async fn killed_repeatedly_it_still_processes_everything_and_revokes_once() {
         .ingest
         .properties
         .insert("heartbeat.interval.ms".into(), "500".into());
-    config.detectors = scenario.detectors_config();
-    let mut geoip = detectors::GeoIpConfig::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/geoip/synthetic-city.mmdb"
-    ));
-    geoip.asn_db = Some(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/geoip/synthetic-asn.mmdb"
-        )
-        .into(),
-    );
-    config.detectors.geoip = Some(geoip);
     config.decision.mode = schemas::Mode::Enforce;
     config.revoker.ledger_topic = unique_name("crash-ledger");
     create_topic(&config.revoker.ledger_topic, 1).await;
@@ -107,17 +94,7 @@ async fn killed_repeatedly_it_still_processes_everything_and_revokes_once() {
     config.admin.enabled = false;
     let dir = std::env::temp_dir().join(unique_name("crash"));
     std::fs::create_dir_all(&dir).unwrap();
-    let metadata = dir.join("tokens.ndjson");
-    std::fs::write(
-        &metadata,
-        scenario
-            .metadata
-            .iter()
-            .map(|m| serde_json::to_string(m).unwrap() + "\n")
-            .collect::<String>(),
-    )
-    .unwrap();
-    config.detectors.metadata_file = Some(metadata);
+    config.detectors = support::scenario_detectors(&scenario, &dir);
     let path = dir.join("tokenwatch.toml");
     std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
 
@@ -180,13 +157,7 @@ async fn killed_repeatedly_it_still_processes_everything_and_revokes_once() {
     let exit = child.wait().unwrap();
     assert!(exit.success(), "SIGTERM ends with exit 0, got {exit:?}");
 
-    let mut calls: Vec<String> = issuer
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "POST")
-        .map(|r| r.path.trim_start_matches("/revoke/").to_string())
-        .collect();
-    calls.sort();
+    let calls = support::revoked_tokens(&issuer);
     let mut unique = calls.clone();
     unique.dedup();
     assert_eq!(calls, unique, "no token is revoked twice across kills");

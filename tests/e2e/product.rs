@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use detectors::GeoIpConfig;
 use ingest::{IngestConfig, IngestMetrics};
 use revoker::testing::{Reply, TestServer};
 use revoker::{IssuerConfig, WebhookConfig};
@@ -18,19 +17,19 @@ use tokenwatch::pipeline::{self, FlowStats};
 use tokenwatch::scenario::Scenario;
 use tokio::sync::oneshot;
 
-use crate::support::{self, create_topic, produce, python, unique_name, until};
+use crate::support::{self, create_topic, produce, python, revoked_tokens, unique_name, until};
 
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const ADMIN_TOKEN: &str = "e2e-admin-token";
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/geoip")).join(name)
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(unique_name("tokenwatch-e2e"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(unique_name("tokenwatch-e2e"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    temp_dir().join(name)
 }
 
 /// A config for `scenario` against the real broker and loopback servers.
@@ -45,18 +44,7 @@ async fn config_for(
     ingest.brokers = support::brokers();
     ingest.group_id = unique_name("product-group");
     ingest.dead_letter_topic = unique_name("product-dlq");
-    let mut detectors = scenario.detectors_config();
-    let mut geoip = GeoIpConfig::new(fixture("synthetic-city.mmdb"));
-    geoip.asn_db = Some(fixture("synthetic-asn.mmdb"));
-    detectors.geoip = Some(geoip);
-    let metadata = temp("tokens.ndjson");
-    let lines: Vec<String> = scenario
-        .metadata
-        .iter()
-        .map(|m| serde_json::to_string(m).unwrap())
-        .collect();
-    std::fs::write(&metadata, lines.join("\n")).unwrap();
-    detectors.metadata_file = Some(metadata);
+    let detectors = support::scenario_detectors(scenario, &temp_dir());
     let mut config = Config {
         ingest,
         detectors,
@@ -129,17 +117,6 @@ async fn start(config: &Config) -> Run {
         stop,
         task,
     }
-}
-
-fn revoked_tokens(issuer: &TestServer) -> Vec<String> {
-    let mut t: Vec<String> = issuer
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "POST")
-        .map(|r| r.path.trim_start_matches("/revoke/").to_string())
-        .collect();
-    t.sort();
-    t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,21 +370,7 @@ fn replay_is_deterministic() {
     let input = temp("events.ndjson");
     let text: String = scenario.events.iter().map(|e| e.to_json() + "\n").collect();
     std::fs::write(&input, text).unwrap();
-    let metadata = temp("tokens.ndjson");
-    std::fs::write(
-        &metadata,
-        scenario
-            .metadata
-            .iter()
-            .map(|m| serde_json::to_string(m).unwrap() + "\n")
-            .collect::<String>(),
-    )
-    .unwrap();
-    let mut detectors = scenario.detectors_config();
-    let mut geoip = GeoIpConfig::new(fixture("synthetic-city.mmdb"));
-    geoip.asn_db = Some(fixture("synthetic-asn.mmdb"));
-    detectors.geoip = Some(geoip);
-    detectors.metadata_file = Some(metadata);
+    let detectors = support::scenario_detectors(&scenario, &temp_dir());
     let config = Config {
         ingest: IngestConfig::new(vec!["replay".into()]),
         detectors,

@@ -168,3 +168,41 @@ pub async fn until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The detector settings for `scenario`: scaled learning periods, the
+/// synthetic GeoIP fixtures, and its token metadata written to a file in
+/// `dir`.
+pub fn scenario_detectors(
+    scenario: &tokenwatch::scenario::Scenario,
+    dir: &std::path::Path,
+) -> detectors::DetectorsConfig {
+    let fixtures =
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/geoip"));
+    let mut geoip = detectors::GeoIpConfig::new(fixtures.join("synthetic-city.mmdb"));
+    geoip.asn_db = Some(fixtures.join("synthetic-asn.mmdb"));
+    std::fs::create_dir_all(dir).unwrap();
+    let metadata = dir.join("tokens.ndjson");
+    let lines: String = scenario
+        .metadata
+        .iter()
+        .map(|m| serde_json::to_string(m).unwrap() + "\n")
+        .collect();
+    std::fs::write(&metadata, lines).unwrap();
+    let mut config = scenario.detectors_config();
+    config.geoip = Some(geoip);
+    config.metadata_file = Some(metadata);
+    config
+}
+
+/// Tokens whose kill switch was called on a test issuer serving
+/// `POST /revoke/{token_id}`, sorted, repeats kept.
+pub fn revoked_tokens(issuer: &revoker::testing::TestServer) -> Vec<String> {
+    let mut tokens: Vec<String> = issuer
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.path.trim_start_matches("/revoke/").to_string())
+        .collect();
+    tokens.sort();
+    tokens
+}
