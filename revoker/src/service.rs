@@ -562,6 +562,12 @@ async fn attempts(
 ) {
     let issuer = request.issuer.clone();
     loop {
+        // The service that owns the ledger is gone (its task was dropped):
+        // calling the issuer now would go unrecorded. The next start
+        // resumes this revocation from the ledger instead.
+        if results.is_closed() {
+            return;
+        }
         loop {
             let permit = breakers
                 .lock()
