@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::geo::GeoConfig;
 use crate::geoip::GeoIpConfig;
 use crate::novelty::NoveltyConfig;
+use crate::policy::PolicyConfig;
 use crate::volume::VolumeConfig;
 
 /// On/off for detectors with no other settings.
@@ -68,6 +69,9 @@ pub struct DetectorsConfig {
     pub scope: Toggle,
     #[serde(default)]
     pub expiry: Toggle,
+    /// SQL policy rules.
+    #[serde(default)]
+    pub policy: PolicyConfig,
 }
 
 fn default_max_tokens() -> usize {
@@ -98,6 +102,7 @@ impl Default for DetectorsConfig {
             binding: Toggle::default(),
             scope: Toggle::default(),
             expiry: Toggle::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }

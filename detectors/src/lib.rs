@@ -12,6 +12,8 @@
 //!   user-agent and action classifiers), [`binding`], [`scope`], [`expiry`].
 //! - [`metadata`]: token metadata (scopes, bound networks and device,
 //!   expiry), loaded from a file and updated live; [`glob`] matches scopes.
+//! - [`policy`]: SQL rules planned once with DataFusion and evaluated on
+//!   Arrow batches, their functions and golden cases.
 //! - [`decision`]: risk combination, thresholds, modes, allowlists,
 //!   deduplication and the revocation budget → [`schemas::Decision`].
 //! - [`engine`]: [`Engine`], the stage that ties them together.
@@ -27,6 +29,7 @@ pub mod geoip;
 pub mod glob;
 pub mod metadata;
 pub mod novelty;
+pub mod policy;
 pub mod scope;
 pub mod state;
 pub mod volume;

@@ -130,6 +130,10 @@ pub struct Finding {
     /// A one-line explanation.
     pub summary: String,
     pub evidence: Evidence,
+    /// An action this finding asks for whatever the risk (a policy rule's
+    /// `action`); the detector's configured action still applies too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
 }
 
 impl Finding {
@@ -147,7 +151,13 @@ impl Finding {
             confidence: 1.0,
             summary,
             evidence,
+            action: None,
         }
+    }
+
+    pub fn with_action(mut self, action: Option<Action>) -> Self {
+        self.action = action;
+        self
     }
 
     pub fn with_confidence(mut self, confidence: f64) -> Self {

@@ -120,7 +120,7 @@ impl Decider {
             .collect();
         let risk = combine(weighted.iter());
         let forced = findings
-            .filter_map(|f| self.config.policy(f.detector).action)
+            .filter_map(|f| self.config.policy(f.detector).action.max(f.action))
             .max()
             .unwrap_or(Action::None);
         (risk, self.threshold_action(risk).max(forced))

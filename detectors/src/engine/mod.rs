@@ -1,6 +1,7 @@
 //! The detection stage: enriches each event, runs the detectors with the
 //! token's state, and hands the findings to the [`Decider`].
 
+use datafusion::arrow::array::{Array, BooleanArray};
 use schemas::{Event, EventBatch, Origin, TokenMetadata, record_batch_to_events};
 
 use crate::binding::BindingDetector;
@@ -12,8 +13,9 @@ use crate::geo::GeoDetector;
 use crate::geoip::{Anonymity, GeoIp, GeoIpError};
 use crate::metadata::MetadataStore;
 use crate::novelty::NoveltyDetector;
+use crate::policy::{AnonymousDb, PolicySet, RuleConfig, RuleStats, policy_batch};
 use crate::scope::ScopeDetector;
-use crate::state::{StoreStats, TokenState, TokenStore};
+use crate::state::{StoreStats, TokenKey, TokenState, TokenStore};
 use crate::volume::VolumeDetector;
 
 /// Errors building the engine.
@@ -25,6 +27,8 @@ pub enum BuildError {
     GeoIp(#[from] GeoIpError),
     #[error("token metadata:\n  - {}", .0.join("\n  - "))]
     Metadata(Vec<String>),
+    #[error("policy rules:\n  - {}", .0.join("\n  - "))]
+    Policy(Vec<String>),
 }
 
 /// Errors processing a batch.
@@ -45,6 +49,23 @@ pub struct EngineStats {
     pub geoip_lookups: u64,
     pub geoip_cache_hits: u64,
     pub geoip_decode_errors: u64,
+    pub policy: PolicyStats,
+}
+
+/// Counters of the policy rules, for metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyStats {
+    /// Rules in force.
+    pub rules: usize,
+    /// Physical plans made since start: one per rule per (re)load, never
+    /// per batch.
+    pub plans: u64,
+    /// Batches the rule set was evaluated on.
+    pub evaluations: u64,
+    pub reloads: u64,
+    /// Reloads refused because the new rule set did not compile.
+    pub reload_failures: u64,
+    pub per_rule: Vec<RuleStats>,
 }
 
 pub struct Engine {
@@ -55,6 +76,10 @@ pub struct Engine {
     /// From the live metadata topic; consulted first.
     live_metadata: MetadataStore,
     detectors: Vec<Box<dyn Detector>>,
+    policy: PolicySet,
+    /// The Anonymous-IP database `is_anonymous_ip` reads; follows reloads.
+    anonymous: AnonymousDb,
+    policy_stats: PolicyStats,
     decider: Decider,
     lateness_s: u32,
     purge_interval_ms: i64,
@@ -77,11 +102,16 @@ impl Engine {
             Some(path) => MetadataStore::load(path).map_err(BuildError::Metadata)?,
             None => MetadataStore::default(),
         };
-        Ok(Self::with_parts(config, decision, geoip, metadata))
+        let rules = config.policy.all_rules().map_err(BuildError::Policy)?;
+        let mut engine = Self::with_parts(config, decision, geoip, metadata);
+        let policy = PolicySet::compile(&rules, &engine.anonymous).map_err(BuildError::Policy)?;
+        engine.install_policy(policy);
+        Ok(engine)
     }
 
     /// Builds from an already open GeoIP (the demo's embedded databases)
-    /// and metadata, skipping file checks.
+    /// and metadata, skipping file checks, with no policy rules (see
+    /// [`reload_policy`](Self::reload_policy)).
     pub fn with_parts(
         config: &DetectorsConfig,
         decision: &DecisionConfig,
@@ -108,12 +138,17 @@ impl Engine {
             detectors.push(Box::new(ExpiryDetector));
         }
         let idle_s = config.idle_expiry.as_secs().min(u64::from(u32::MAX)) as u32;
+        let anonymous = AnonymousDb::default();
+        *anonymous.write().expect("fresh lock") = geoip.as_ref().and_then(GeoIp::anonymous_reader);
         Engine {
             geoip,
             store: TokenStore::new(config.max_tokens, idle_s),
             metadata,
             live_metadata: MetadataStore::default(),
             detectors,
+            policy: PolicySet::empty(),
+            anonymous,
+            policy_stats: PolicyStats::default(),
             decider: Decider::new(decision.clone()),
             lateness_s: config.lateness.as_secs().min(u64::from(u32::MAX)) as u32,
             purge_interval_ms: config.purge_interval.as_millis().max(1) as i64,
@@ -134,12 +169,14 @@ impl Engine {
     pub fn process(&mut self, events: &mut [Event], origins: &[Origin]) -> DecisionOutput {
         let mut out = DecisionOutput::default();
         let mut findings = Vec::new();
-        for (event, origin) in events.iter_mut().zip(origins) {
+        let anonymity: Vec<Anonymity> = events.iter_mut().map(|e| self.enrich(e)).collect();
+        let rules = self.evaluate_policy(events);
+        for (row, (event, origin)) in events.iter_mut().zip(origins).enumerate() {
             self.events += 1;
-            let anonymity = self.enrich(event);
+            let anonymity = anonymity[row];
             self.watermark_ms = self.watermark_ms.max(event.ts_ms);
             let key = self.store.key(&event.issuer, &event.token_id);
-            let ts_s = (event.ts_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32;
+            let ts_s = ts_secs(event.ts_ms);
             let metadata = self
                 .live_metadata
                 .get(&event.issuer, &event.token_id)
@@ -166,6 +203,14 @@ impl Engine {
                     d.observe(&obs, state, &mut findings);
                 }
             }
+            if let Some(rules) = &rules {
+                for (index, mask) in rules.masks.iter().enumerate() {
+                    if mask.as_ref().is_some_and(|m| m.is_valid(row) && m.value(row)) {
+                        let age = rules.token_age_s[row];
+                        findings.push(self.policy.finding(index, event, origin, age));
+                    }
+                }
+            }
             if !findings.is_empty() {
                 self.decider
                     .decide(key, event, origin, std::mem::take(&mut findings), &mut out);
@@ -177,6 +222,65 @@ impl Engine {
             self.housekeeping(&mut out);
         }
         out
+    }
+
+    /// Evaluates the rules on the (enriched) batch, once for all rows.
+    fn evaluate_policy(&mut self, events: &[Event]) -> Option<RuleMatches> {
+        if self.policy.is_empty() {
+            return None;
+        }
+        // A token new in this batch is aged from its first event here.
+        let mut first_in_batch: hashbrown::HashMap<TokenKey, u32> = hashbrown::HashMap::new();
+        let token_age_s: Vec<Option<i64>> = events
+            .iter()
+            .map(|e| {
+                let key = self.store.key(&e.issuer, &e.token_id);
+                let ts_s = ts_secs(e.ts_ms);
+                let first = match self.store.get(key) {
+                    Some(state) => state.first_seen_s,
+                    None => *first_in_batch.entry(key).or_insert(ts_s),
+                };
+                Some(i64::from(ts_s.saturating_sub(first)))
+            })
+            .collect();
+        self.policy_stats.evaluations += 1;
+        match policy_batch(events, &token_age_s) {
+            Ok(batch) => Some(RuleMatches {
+                masks: self.policy.evaluate(&batch),
+                token_age_s,
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot build the batch policy rules see; no rule ran on it.");
+                None
+            }
+        }
+    }
+
+    fn install_policy(&mut self, policy: PolicySet) {
+        self.policy_stats.plans += policy.plans();
+        self.policy_stats.rules = policy.len();
+        self.policy = policy;
+    }
+
+    /// Compiles a new rule set and puts it in force. If any rule is bad,
+    /// the current set stays and the problems are returned (and counted).
+    pub fn reload_policy(&mut self, rules: &[RuleConfig]) -> Result<usize, Vec<String>> {
+        match PolicySet::compile(rules, &self.anonymous) {
+            Ok(policy) => {
+                self.policy_stats.reloads += 1;
+                self.install_policy(policy);
+                Ok(self.policy.len())
+            }
+            Err(problems) => {
+                self.policy_stats.reload_failures += 1;
+                Err(problems)
+            }
+        }
+    }
+
+    /// The names of the rules in force.
+    pub fn policy_rules(&self) -> Vec<String> {
+        self.policy.names().map(str::to_owned).collect()
     }
 
     fn housekeeping(&mut self, out: &mut DecisionOutput) {
@@ -212,15 +316,22 @@ impl Engine {
     /// Re-opens the GeoIP databases if their files changed. Returns whether
     /// it reloaded; on error the old databases stay in use.
     pub fn reload_geoip_if_changed(&mut self) -> Result<bool, GeoIpError> {
-        match self.geoip.as_mut() {
-            Some(g) if g.changed_on_disk() => g.reload().map(|()| true),
+        match self.geoip.as_ref() {
+            Some(g) if g.changed_on_disk() => self.reload_geoip().map(|()| true),
             _ => Ok(false),
         }
     }
 
     /// Re-opens the GeoIP databases unconditionally (SIGHUP).
     pub fn reload_geoip(&mut self) -> Result<(), GeoIpError> {
-        self.geoip.as_mut().map_or(Ok(()), GeoIp::reload)
+        let Some(geoip) = self.geoip.as_mut() else {
+            return Ok(());
+        };
+        geoip.reload()?;
+        if let Ok(mut slot) = self.anonymous.write() {
+            *slot = geoip.anonymous_reader();
+        }
+        Ok(())
     }
 
     /// Applies a live update (the metadata topic); it takes precedence
@@ -281,13 +392,33 @@ impl Engine {
             geoip_lookups: self.geoip.as_ref().map_or(0, |g| g.lookups),
             geoip_cache_hits: self.geoip.as_ref().map_or(0, |g| g.cache_hits),
             geoip_decode_errors: self.geoip.as_ref().map_or(0, |g| g.decode_errors),
+            policy: PolicyStats {
+                per_rule: self.policy.stats(),
+                ..self.policy_stats.clone()
+            },
         }
+    }
+
+    /// Bytes the state store's tables have allocated.
+    pub fn table_bytes(&self) -> usize {
+        self.store.table_bytes()
     }
 
     /// Bytes per token held by the state store's structures.
     pub fn state_bytes_per_token(&self) -> f64 {
         self.store.bytes_per_token()
     }
+}
+
+/// What the rules said about one batch.
+struct RuleMatches {
+    /// Per rule: the matching rows, or `None` if the rule failed.
+    masks: Vec<Option<BooleanArray>>,
+    token_age_s: Vec<Option<i64>>,
+}
+
+fn ts_secs(ts_ms: i64) -> u32 {
+    (ts_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod record;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+use std::sync::Arc;
 
 use maxminddb::Reader;
 use serde::{Deserialize, Serialize};
@@ -114,7 +115,7 @@ pub struct GeoInfo {
 struct Database {
     path: PathBuf,
     role: &'static str,
-    reader: Reader<Vec<u8>>,
+    reader: Arc<Reader<Vec<u8>>>,
     stamp: Option<(SystemTime, u64)>,
 }
 
@@ -149,22 +150,38 @@ impl Database {
         Ok(Database {
             path: path.to_path_buf(),
             role,
-            reader,
+            reader: Arc::new(reader),
             stamp: stamp(path),
         })
     }
 
-    /// `Ok(None)` for an address the file does not cover (or IPv6 in an
-    /// IPv4-only file); `Err` when a record exists but cannot be decoded
-    /// into the layout we read, which is counted, not hidden.
     fn lookup<T: for<'de> Deserialize<'de>>(&self, ip: IpAddr) -> Result<Option<T>, ()> {
-        let Ok(found) = self.reader.lookup(ip) else {
-            return Ok(None);
-        };
-        if !found.has_data() {
-            return Ok(None);
-        }
-        found.decode::<T>().map_err(|_| ())
+        lookup_in(&self.reader, ip)
+    }
+}
+
+/// `Ok(None)` for an address the file does not cover (or IPv6 in an
+/// IPv4-only file); `Err` when a record exists but cannot be decoded into
+/// the layout we read, which is counted, not hidden.
+fn lookup_in<T: for<'de> Deserialize<'de>>(
+    reader: &Reader<Vec<u8>>,
+    ip: IpAddr,
+) -> Result<Option<T>, ()> {
+    let Ok(found) = reader.lookup(ip) else {
+        return Ok(None);
+    };
+    if !found.has_data() {
+        return Ok(None);
+    }
+    found.decode::<T>().map_err(|_| ())
+}
+
+/// The anonymity flags of `ip` in an Anonymous-IP database (none when the
+/// address is absent or its record unreadable).
+pub fn anonymity(reader: &Reader<Vec<u8>>, ip: IpAddr) -> Anonymity {
+    match lookup_in::<AnonymousRecord>(reader, ip) {
+        Ok(Some(record)) => record.flags(),
+        _ => Anonymity::default(),
     }
 }
 
@@ -306,6 +323,11 @@ impl GeoIp {
         Ok(())
     }
 
+    /// The Anonymous-IP database, for the `is_anonymous_ip` rule function.
+    pub fn anonymous_reader(&self) -> Option<Arc<Reader<Vec<u8>>>> {
+        self.anonymous.as_ref().map(|db| Arc::clone(&db.reader))
+    }
+
     fn databases(&self) -> impl Iterator<Item = &Database> {
         std::iter::once(&self.city)
             .chain(self.asn.as_ref())
@@ -327,4 +349,4 @@ impl GeoIp {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -207,9 +207,15 @@ impl TokenStore {
     /// Bytes held per token by the store's own structures (slab and index
     /// capacity), excluding allocator overhead.
     pub fn bytes_per_token(&self) -> f64 {
+        self.table_bytes() as f64 / self.slots.len().max(1) as f64
+    }
+
+    /// Bytes the slab and the index have allocated: what a flood of new
+    /// tokens would grow if the cap did not hold.
+    pub fn table_bytes(&self) -> usize {
         let slab = self.slots.capacity() * std::mem::size_of::<Slot>();
         let index = self.index.capacity() * (std::mem::size_of::<u32>() + 1);
-        (slab + index) as f64 / self.slots.len().max(1) as f64
+        slab + index
     }
 }
 

@@ -1,0 +1,228 @@
+//! Policy rules: named SQL predicates over the enriched event (SPEC §5).
+//!
+//! Each rule's `when` is parsed and planned once with DataFusion into a
+//! physical expression over [`policy_schema`] (the event columns, the
+//! enrichment, and `token_age_s`), then evaluated on every batch. Planning
+//! never happens per batch: [`PolicySet::plans`] counts it.
+//!
+//! - [`config`]: `[detectors.policy]`, rules and rule files.
+//! - [`udf`]: the functions rules may call beside DataFusion's own.
+//! - [`golden`]: golden cases, run by `tokenwatch rules test DIR`.
+
+pub mod config;
+pub mod golden;
+pub mod udf;
+
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{Array, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::DFSchema;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::SessionContext;
+use schemas::{ColumnsError, DetectorKind, Event, EventRef, Evidence, Finding, Origin, event_schema, events_to_record_batch};
+
+pub use config::{PolicyConfig, RuleAction, RuleConfig, RuleFile, Severity};
+pub use udf::AnonymousDb;
+
+/// The column with the token's age: seconds since tokenwatch first saw it.
+pub const TOKEN_AGE: &str = "token_age_s";
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields: Vec<Field> = event_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(TOKEN_AGE, DataType::Int64, true));
+    Arc::new(Schema::new(fields))
+});
+
+/// What rules see: the event schema plus `token_age_s`.
+pub fn policy_schema() -> SchemaRef {
+    Arc::clone(&SCHEMA)
+}
+
+/// The batch rules are evaluated on.
+pub fn policy_batch(
+    events: &[Event],
+    token_age_s: &[Option<i64>],
+) -> Result<RecordBatch, ColumnsError> {
+    let base = events_to_record_batch(events)?;
+    let mut columns = base.columns().to_vec();
+    columns.push(Arc::new(Int64Array::from(token_age_s.to_vec())));
+    Ok(RecordBatch::try_new(policy_schema(), columns)?)
+}
+
+struct Rule {
+    config: RuleConfig,
+    expr: Arc<dyn PhysicalExpr>,
+    matches: u64,
+    errors: u64,
+}
+
+/// Counters for one rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleStats {
+    pub name: String,
+    pub matches: u64,
+    pub errors: u64,
+}
+
+/// A compiled rule set.
+pub struct PolicySet {
+    rules: Vec<Rule>,
+    plans: u64,
+}
+
+impl PolicySet {
+    pub fn empty() -> Self {
+        PolicySet {
+            rules: Vec::new(),
+            plans: 0,
+        }
+    }
+
+    /// Parses, type-checks and plans every rule. On failure, lists every
+    /// bad rule with its name and DataFusion's message.
+    pub fn compile(rules: &[RuleConfig], anonymous: &AnonymousDb) -> Result<Self, Vec<String>> {
+        let ctx = SessionContext::new();
+        for f in udf::all(anonymous) {
+            ctx.register_udf(f);
+        }
+        let schema = policy_schema();
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())
+            .map_err(|e| vec![format!("policy schema: {e}")])?;
+        let mut problems = Vec::new();
+        let mut names = HashSet::new();
+        let mut compiled = Vec::new();
+        let mut plans = 0;
+        for rule in rules {
+            let name = &rule.name;
+            if name.trim().is_empty() {
+                problems.push(format!("a rule has an empty name (when = {:?})", rule.when));
+                continue;
+            }
+            if !names.insert(name.as_str()) {
+                problems.push(format!("rule `{name}`: the name is used twice"));
+                continue;
+            }
+            let planned = ctx
+                .parse_sql_expr(&rule.when, &df_schema)
+                .and_then(|expr| ctx.create_physical_expr(expr, &df_schema));
+            plans += 1;
+            let expr = match planned {
+                Ok(expr) => expr,
+                Err(e) => {
+                    problems.push(format!("rule `{name}`: {}", e.strip_backtrace()));
+                    continue;
+                }
+            };
+            match expr.data_type(&schema) {
+                Ok(DataType::Boolean) => compiled.push(Rule {
+                    config: rule.clone(),
+                    expr,
+                    matches: 0,
+                    errors: 0,
+                }),
+                Ok(other) => problems.push(format!(
+                    "rule `{name}`: `when` must be a boolean expression, but it is {other}"
+                )),
+                Err(e) => problems.push(format!("rule `{name}`: {}", e.strip_backtrace())),
+            }
+        }
+        if problems.is_empty() {
+            Ok(PolicySet {
+                rules: compiled,
+                plans,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Physical plans made to build this set: one per rule, never per batch.
+    pub fn plans(&self) -> u64 {
+        self.plans
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.config.name.as_str())
+    }
+
+    /// Evaluates every rule on `batch` (of [`policy_schema`]). A NULL result
+    /// is no match. A rule that fails at run time (say, a cast of bad data)
+    /// matches nothing in this batch; the error is counted and logged.
+    pub fn evaluate(&mut self, batch: &RecordBatch) -> Vec<Option<BooleanArray>> {
+        self.rules
+            .iter_mut()
+            .map(|rule| {
+                let result = rule
+                    .expr
+                    .evaluate(batch)
+                    .and_then(|v| v.into_array(batch.num_rows()));
+                match result {
+                    Ok(array) => {
+                        let mask = array.as_any().downcast_ref::<BooleanArray>()?.clone();
+                        rule.matches += mask.true_count() as u64;
+                        Some(mask)
+                    }
+                    Err(e) => {
+                        if rule.errors == 0 {
+                            tracing::error!(rule = %rule.config.name, error = %e.strip_backtrace(), "A policy rule failed on a batch; it matches nothing there (counted in tokenwatch_policy_rule_errors_total).");
+                        }
+                        rule.errors += 1;
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// The finding of rule `index` for one event.
+    pub fn finding(&self, index: usize, event: &Event, origin: &Origin, token_age_s: Option<i64>) -> Finding {
+        let rule = &self.rules[index].config;
+        let what = rule.description.as_deref().unwrap_or(&rule.when);
+        let mut evidence = Evidence {
+            events: vec![EventRef::new(event.request_id.as_deref(), event.ts_ms, origin)],
+            ..Evidence::default()
+        }
+        .fact("rule", rule.name.as_str())
+        .fact("when", rule.when.as_str())
+        .fact("severity", serde_json::to_value(rule.severity).unwrap_or_default());
+        if let Some(age) = token_age_s {
+            evidence = evidence.fact("token_age_s", age);
+        }
+        Finding::new(
+            DetectorKind::Policy,
+            "rule",
+            rule.severity.score(),
+            format!("rule {} matched: {what}", rule.name),
+            evidence,
+        )
+        .with_action(rule.action.forced())
+    }
+
+    pub fn stats(&self) -> Vec<RuleStats> {
+        self.rules
+            .iter()
+            .map(|r| RuleStats {
+                name: r.config.name.clone(),
+                matches: r.matches,
+                errors: r.errors,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
