@@ -1,6 +1,6 @@
 //! The command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -77,6 +77,22 @@ enum Command {
         #[arg(long)]
         principal: Option<String>,
     },
+    /// Policy rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Run the golden cases of every rule file (`*.toml`) in DIR; exits 1
+    /// if a case fails, a rule does not compile, or a rule lacks a
+    /// matching and a non-matching case.
+    Test {
+        dir: PathBuf,
+        /// Anonymous-IP database, for rules that call `is_anonymous_ip`.
+        #[arg(long)]
+        anonymous_db: Option<PathBuf>,
+    },
 }
 
 fn parse_format(text: &str) -> Result<schemas::Format, String> {
@@ -120,6 +136,9 @@ impl Cli {
                 principal,
             } => runtime()
                 .and_then(|rt| rt.block_on(revoke(config, issuer, token, reason, principal))),
+            Command::Rules(RulesCommand::Test { dir, anonymous_db }) => {
+                return rules_test(&dir, anonymous_db.as_deref());
+            }
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -143,6 +162,42 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+fn rules_test(dir: &Path, anonymous_db: Option<&Path>) -> ExitCode {
+    use detectors::policy::{golden, open_anonymous_db};
+    let anonymous = match open_anonymous_db(anonymous_db) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = golden::run_dir(dir, &anonymous);
+    for o in &report.outcomes {
+        let file = o.file.file_name().unwrap_or_default().to_string_lossy();
+        let status = if o.passed() { "ok  " } else { "FAIL" };
+        let detail = match &o.got {
+            _ if o.passed() => String::new(),
+            Ok(got) => format!(": expected match = {}, got {got}", o.expect),
+            Err(e) => format!(": {e}"),
+        };
+        println!("{status} {file} {} / {}{detail}", o.rule, o.case);
+    }
+    for p in &report.problems {
+        println!("FAIL {p}");
+    }
+    println!(
+        "{} cases, {} failed, {} other problems",
+        report.outcomes.len(),
+        report.failed(),
+        report.problems.len()
+    );
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn check_config(path: PathBuf) -> ExitCode {

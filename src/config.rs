@@ -1,6 +1,6 @@
 //! The config file: one TOML document, each stage owning its section.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use detectors::{DecisionConfig, DetectorsConfig};
 use ingest::IngestConfig;
@@ -27,6 +27,10 @@ pub struct Config {
     /// The admin HTTP API and metrics.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The file this config was loaded from, if any: a reload (SIGHUP)
+    /// reads it again for the policy rules.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// A config that could not be loaded, with every problem found.
@@ -83,7 +87,9 @@ impl Config {
             path: origin.clone(),
             problems: vec![format!("cannot read the file: {e}")],
         })?;
-        Self::from_toml(&text, &origin)
+        let mut config = Self::from_toml(&text, &origin)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Every problem in every section.
@@ -91,6 +97,7 @@ impl Config {
         let mut problems = self.ingest.validate();
         problems.extend(self.detectors.validate());
         problems.extend(self.decision.validate());
+        problems.extend(detectors::policy::check(&self.detectors));
         problems.extend(self.revoker.validate());
         if self.revoker.ledger_topic == self.ingest.dead_letter_topic
             || self.ingest.topics.contains(&self.revoker.ledger_topic)
@@ -189,10 +196,13 @@ mod tests {
         assert_eq!(config.ingest.topics, vec!["api-events".to_string()]);
         // Every section is spelled out, and equal to the defaults it documents.
         let geoip = config.detectors.geoip.clone().expect("geoip section");
+        let policy = config.detectors.policy.clone();
+        assert_eq!(policy.files.len(), 2);
         assert_eq!(
             config.detectors,
             detectors::DetectorsConfig {
                 geoip: Some(geoip),
+                policy,
                 ..Default::default()
             }
         );
@@ -220,6 +230,38 @@ mod tests {
         assert!(err.to_string().contains("detectors.volume.window"));
         assert!(err.to_string().contains("ingest.topics"));
         assert!(err.to_string().contains("ingest.batch_max_records"));
+    }
+
+    #[test]
+    fn bad_policy_rules_are_config_problems_with_the_rule_name() {
+        let err = Config::from_toml(
+            r#"
+            [ingest]
+            topics = ["t"]
+            [[detectors.policy.rules]]
+            name = "typo"
+            when = "contry = 'FR'"
+            [[detectors.policy.rules]]
+            name = "fine"
+            when = "country = 'FR'"
+            [detectors.policy]
+            files = ["/no/such/rules.toml"]
+            "#,
+            "inline",
+        );
+        let err = err.expect_err("bad rules");
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(err.problems[0].contains("/no/such/rules.toml"), "{err}");
+        let err = Config::from_toml(
+            "[ingest]\ntopics = [\"t\"]\n[[detectors.policy.rules]]\nname = \"typo\"\nwhen = \"contry = 'FR'\"\n",
+            "inline",
+        )
+        .expect_err("bad rule");
+        assert!(
+            err.problems[0]
+                .starts_with("detectors.policy: rule `typo`: Schema error: No field named contry"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -22,6 +22,13 @@ fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Disp
     }
 }
 
+/// Escapes a label value (backslash, double quote, newline).
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// A latency histogram in microseconds as a summary in seconds.
 fn summary(out: &mut String, name: &str, help: &str, h: &Mutex<Histogram<u64>>) {
     family(out, name, "summary", help);
@@ -213,6 +220,26 @@ pub fn render(s: &AdminState) -> String {
             "GeoIP lookups served from the cache.",
             e.geoip_cache_hits,
         ),
+        (
+            "tokenwatch_policy_plans_total",
+            "Policy rule plans made with DataFusion: one per rule per (re)load, never per batch.",
+            e.policy.plans,
+        ),
+        (
+            "tokenwatch_policy_evaluations_total",
+            "Batches the policy rules were evaluated on.",
+            e.policy.evaluations,
+        ),
+        (
+            "tokenwatch_policy_reloads_total",
+            "Rule sets put in force by a reload.",
+            e.policy.reloads,
+        ),
+        (
+            "tokenwatch_policy_reload_failures_total",
+            "Reloads refused (bad config or rule); the rules in force stayed.",
+            e.policy.reload_failures,
+        ),
     ];
     for (name, help, v) in engine_counters {
         family(&mut out, name, "counter", help);
@@ -220,6 +247,31 @@ pub fn render(s: &AdminState) -> String {
     }
     family(&mut out, "tokenwatch_tokens", "gauge", "Tokens with state.");
     sample(&mut out, "tokenwatch_tokens", "", e.store.tokens);
+    family(
+        &mut out,
+        "tokenwatch_policy_rules",
+        "gauge",
+        "Policy rules in force.",
+    );
+    sample(&mut out, "tokenwatch_policy_rules", "", e.policy.rules);
+    for (name, help, value) in [
+        (
+            "tokenwatch_policy_rule_matches_total",
+            "Events each policy rule matched.",
+            (|r: &detectors::policy::RuleStats| r.matches) as fn(&_) -> u64,
+        ),
+        (
+            "tokenwatch_policy_rule_errors_total",
+            "Batches on which a policy rule failed (it matched nothing there).",
+            |r| r.errors,
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        for rule in &e.policy.per_rule {
+            let label = format!("rule=\"{}\"", label_value(&rule.name));
+            sample(&mut out, name, &label, value(rule));
+        }
+    }
 
     let issuers = s
         .revoker

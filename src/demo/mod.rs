@@ -93,6 +93,7 @@ fn demo_config(
         decision,
         revoker,
         admin,
+        source: None,
     })
 }
 

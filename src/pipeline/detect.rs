@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arrow::array::{Array, StringArray};
-use detectors::{DetectorsConfig, Engine, MetadataStore};
+use detectors::{Engine, MetadataStore};
 use ingest::{Delivery, MetadataUpdate};
 use revoker::Command;
 use schemas::columns::col;
@@ -16,12 +16,14 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::FlowStats;
+use crate::config::Config;
 
 /// A change the stage applies between batches.
 #[derive(Debug)]
 pub enum Control {
     Metadata(MetadataUpdate),
-    /// Re-open GeoIP and re-read the metadata file (SIGHUP).
+    /// Re-open GeoIP, re-read the metadata file and the config's policy
+    /// rules (SIGHUP).
     Reload,
     /// What the engine knows about a token (admin API).
     Describe {
@@ -37,14 +39,28 @@ pub enum Control {
 pub struct ReloadPolicy {
     pub check_every: Duration,
     pub metadata_file: Option<PathBuf>,
+    /// The config file, read again for its policy rules.
+    pub config_file: Option<PathBuf>,
+    /// The rule files named at startup, watched beside the config file.
+    pub rule_files: Vec<PathBuf>,
 }
 
 impl ReloadPolicy {
-    pub fn from_config(config: &DetectorsConfig) -> Self {
+    pub fn from_config(config: &Config) -> Self {
         ReloadPolicy {
             check_every: Duration::from_secs(30),
-            metadata_file: config.metadata_file.clone(),
+            metadata_file: config.detectors.metadata_file.clone(),
+            config_file: config.source.clone(),
+            rule_files: config.detectors.policy.files.clone(),
         }
+    }
+
+    fn rule_stamps(&self) -> Vec<Option<SystemTime>> {
+        self.config_file
+            .iter()
+            .chain(&self.rule_files)
+            .map(modified)
+            .collect()
     }
 }
 
@@ -133,6 +149,7 @@ pub async fn detect_stage(
     let mut ticker = tokio::time::interval(reload.check_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut metadata_stamp = reload.metadata_file.as_ref().and_then(modified);
+    let mut rule_stamps = reload.rule_stamps();
     let mut control_open = true;
     loop {
         tokio::select! {
@@ -183,6 +200,8 @@ pub async fn detect_stage(
                         Err(e) => error!(error = %e, "GeoIP reload failed; the previous databases stay in use."),
                     }
                     reload_metadata_file(&mut engine, reload.metadata_file.as_ref());
+                    reload_rules(&mut engine, reload.config_file.as_ref());
+                    stats.set_engine_stats(engine.stats());
                 }
                 None => control_open = false,
             },
@@ -198,6 +217,12 @@ pub async fn detect_stage(
                         metadata_stamp = stamp;
                         reload_metadata_file(&mut engine, Some(path));
                     }
+                }
+                let stamps = reload.rule_stamps();
+                if stamps != rule_stamps {
+                    rule_stamps = stamps;
+                    reload_rules(&mut engine, reload.config_file.as_ref());
+                    stats.set_engine_stats(engine.stats());
                 }
             }
         }
@@ -218,6 +243,32 @@ fn reload_metadata_file(engine: &mut Engine, path: Option<&PathBuf>) {
         Err(problems) => {
             error!(problems = ?problems, "Token metadata file has errors; the previous metadata stays in use.")
         }
+    }
+}
+
+/// Reads the config file again and puts its policy rules in force. Any
+/// problem (in the file or in a rule) keeps the rules in force and says so.
+fn reload_rules(engine: &mut Engine, config_file: Option<&PathBuf>) {
+    let Some(path) = config_file else { return };
+    let rules = Config::load(path)
+        .map_err(|e| e.problems)
+        .and_then(|config| config.detectors.policy.all_rules());
+    let in_force = engine.policy_rules().len();
+    let reloaded = match rules {
+        Ok(rules) => engine.reload_policy(&rules),
+        Err(problems) => {
+            engine.count_failed_policy_reload();
+            Err(problems)
+        }
+    };
+    match reloaded {
+        Ok(n) => info!(path = %path.display(), rules = n, "Policy rules reloaded."),
+        Err(problems) => error!(
+            path = %path.display(),
+            problems = ?problems,
+            rules_in_force = in_force,
+            "The reloaded config has problems; the policy rules in force stay."
+        ),
     }
 }
 

@@ -102,7 +102,7 @@ pub async fn run(
     drop(control_tx);
 
     let (tx, rx) = mpsc::channel(STAGE_CHANNEL_BATCHES);
-    let reload = detect::ReloadPolicy::from_config(&config.detectors);
+    let reload = detect::ReloadPolicy::from_config(config);
     let stage = tokio::spawn(
         detect_stage(rx, engine, control_rx, reload, stats.clone(), commands)
             .instrument(info_span!("detect")),

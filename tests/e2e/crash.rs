@@ -54,7 +54,7 @@ fn progress(group: &str, topic: &str, partitions: i32) -> (i64, i64) {
 
 fn spawn(config: &std::path::Path, life: usize) -> Child {
     let log = std::fs::File::create(config.with_file_name(format!("life-{life}.log"))).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
+    crate::support::tokenwatch()
         .args(["run", "-c"])
         .arg(config)
         .env("RUST_LOG", "warn")

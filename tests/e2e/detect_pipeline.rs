@@ -63,6 +63,7 @@ async fn benign_traffic_passes_and_impossible_travel_is_revoked() {
             listen: "127.0.0.1:0".parse().unwrap(),
             ..Default::default()
         },
+        source: None,
     };
     config.revoker.ledger_topic = unique_name("detect-ledger");
     create_topic(&config.revoker.ledger_topic, 1).await;

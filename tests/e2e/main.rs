@@ -10,3 +10,4 @@ mod ingest_kafka;
 mod metadata_topic;
 mod product;
 mod revoker;
+mod rules;

@@ -2,7 +2,6 @@
 //! scripted scenario, loopback issuer and webhook receiver, the admin API,
 //! `demo`, `replay`, and graceful shutdown.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -17,20 +16,13 @@ use tokenwatch::pipeline::{self, FlowStats};
 use tokenwatch::scenario::Scenario;
 use tokio::sync::oneshot;
 
-use crate::support::{self, create_topic, produce, python, revoked_tokens, unique_name, until};
+use crate::support::{
+    self, create_topic, produce, python, revoked_tokens, temp, temp_dir, tokenwatch, unique_name,
+    until,
+};
 
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const ADMIN_TOKEN: &str = "e2e-admin-token";
-
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(unique_name("tokenwatch-e2e"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn temp(name: &str) -> PathBuf {
-    temp_dir().join(name)
-}
 
 /// A config for `scenario` against the real broker and loopback servers.
 async fn config_for(
@@ -58,6 +50,7 @@ async fn config_for(
             token_env: "TW_E2E_ADMIN_TOKEN".into(),
             ..Default::default()
         },
+        source: None,
     };
     config.revoker.ledger_topic = unique_name("product-ledger");
     create_topic(&config.revoker.ledger_topic, 1).await;
@@ -325,10 +318,6 @@ async fn graceful_shutdown_under_load_loses_nothing() {
     );
 }
 
-fn tokenwatch() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
-}
-
 #[test]
 fn demo_detects_and_revokes_every_scripted_attack() {
     let summary = temp("summary.json");
@@ -377,6 +366,7 @@ fn replay_is_deterministic() {
         decision: Default::default(),
         revoker: Default::default(),
         admin: Default::default(),
+        source: None,
     };
     let config_path = temp("replay.toml");
     std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();

@@ -206,3 +206,20 @@ pub fn revoked_tokens(issuer: &revoker::testing::TestServer) -> Vec<String> {
     tokens.sort();
     tokens
 }
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique_name("tokenwatch-e2e"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A path in a fresh temp directory.
+pub fn temp(name: &str) -> std::path::PathBuf {
+    temp_dir().join(name)
+}
+
+/// The `tokenwatch` binary under test.
+pub fn tokenwatch() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
+}

@@ -205,7 +205,10 @@ impl Engine {
             }
             if let Some(rules) = &rules {
                 for (index, mask) in rules.masks.iter().enumerate() {
-                    if mask.as_ref().is_some_and(|m| m.is_valid(row) && m.value(row)) {
+                    if mask
+                        .as_ref()
+                        .is_some_and(|m| m.is_valid(row) && m.value(row))
+                    {
                         let age = rules.token_age_s[row];
                         findings.push(self.policy.finding(index, event, origin, age));
                     }
@@ -276,6 +279,12 @@ impl Engine {
                 Err(problems)
             }
         }
+    }
+
+    /// Counts a reload that never reached the rules (the config file itself
+    /// was bad).
+    pub fn count_failed_policy_reload(&mut self) {
+        self.policy_stats.reload_failures += 1;
     }
 
     /// The names of the rules in force.

@@ -223,13 +223,28 @@ fn rules_see_the_enrichment_act_on_their_own_action_and_are_planned_once() {
     use crate::policy::RuleAction;
     let mut e = policy_engine(vec![
         // GB comes from the City database, anonymity from the Anonymous-IP one.
-        rule("gb_delete", "action LIKE 'DELETE %' AND country = 'GB'", RuleAction::Revoke),
-        rule("anonymous", "is_anonymous_ip(src_ip) AND token_age_s >= 60", RuleAction::Alert),
+        rule(
+            "gb_delete",
+            "action LIKE 'DELETE %' AND country = 'GB'",
+            RuleAction::Revoke,
+        ),
+        rule(
+            "anonymous",
+            "is_anonymous_ip(src_ip) AND token_age_s >= 60",
+            RuleAction::Alert,
+        ),
     ])
     .unwrap();
     let mut delete = raw(T0_MS, "a", "81.2.69.160");
     delete.action = "DELETE /v1/orders/7".into();
-    let out = run(&mut e, vec![delete, raw(T0_MS, "b", "1.2.0.1"), raw(T0_MS + 2 * MIN_MS, "b", "1.2.0.1")]);
+    let out = run(
+        &mut e,
+        vec![
+            delete,
+            raw(T0_MS, "b", "1.2.0.1"),
+            raw(T0_MS + 2 * MIN_MS, "b", "1.2.0.1"),
+        ],
+    );
     let by_token = |t: &str| out.decisions.iter().find(|d| d.token_id == t).unwrap();
     let a = by_token("a");
     assert_eq!((a.action, a.findings[0].kind), (Action::Revoke, "rule"));
@@ -241,7 +256,10 @@ fn rules_see_the_enrichment_act_on_their_own_action_and_are_planned_once() {
     assert_eq!(out.decisions.len(), 2);
 
     for i in 0..20 {
-        run(&mut e, vec![raw(T0_MS + (3 + i) * MIN_MS, "c", "175.16.199.7")]);
+        run(
+            &mut e,
+            vec![raw(T0_MS + (3 + i) * MIN_MS, "c", "175.16.199.7")],
+        );
     }
     let stats = e.stats().policy;
     assert_eq!((stats.rules, stats.plans, stats.evaluations), (2, 2, 21));
@@ -262,13 +280,25 @@ fn a_bad_rule_fails_the_build_and_a_bad_reload_keeps_the_rules_in_force() {
     let bad = vec![rule("new", "country = ", RuleAction::Alert)];
     assert!(e.reload_policy(&bad).is_err());
     assert_eq!(e.policy_rules(), ["gb"]);
-    assert_eq!(run(&mut e, vec![raw(T0_MS, "a", "81.2.69.160")]).decisions.len(), 1);
+    assert_eq!(
+        run(&mut e, vec![raw(T0_MS, "a", "81.2.69.160")])
+            .decisions
+            .len(),
+        1
+    );
 
     let good = vec![rule("de", "country = 'DE'", RuleAction::Alert)];
     assert_eq!(e.reload_policy(&good), Ok(1));
     assert_eq!(e.policy_rules(), ["de"]);
-    assert!(run(&mut e, vec![raw(T0_MS + MIN_MS, "z", "81.2.69.160")]).decisions.is_empty());
+    assert!(
+        run(&mut e, vec![raw(T0_MS + MIN_MS, "z", "81.2.69.160")])
+            .decisions
+            .is_empty()
+    );
     let stats = e.stats().policy;
     // The failed reload made no plan (its rule did not parse); the good one made one.
-    assert_eq!((stats.plans, stats.reloads, stats.reload_failures), (2, 1, 1));
+    assert_eq!(
+        (stats.plans, stats.reloads, stats.reload_failures),
+        (2, 1, 1)
+    );
 }

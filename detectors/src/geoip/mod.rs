@@ -8,8 +8,8 @@ mod record;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use maxminddb::Reader;
 use serde::{Deserialize, Serialize};

@@ -116,7 +116,11 @@ pub fn run_file(path: &Path, anonymous: &AnonymousDb, report: &mut Report) {
     };
     for rule in &file.rules {
         for expect in [true, false] {
-            if !file.cases.iter().any(|c| c.rule == rule.name && c.expect == expect) {
+            if !file
+                .cases
+                .iter()
+                .any(|c| c.rule == rule.name && c.expect == expect)
+            {
                 report.problems.push(format!(
                     "{}: rule `{}` has no case with match = {expect}",
                     path.display(),
@@ -129,7 +133,10 @@ pub fn run_file(path: &Path, anonymous: &AnonymousDb, report: &mut Report) {
     let mut ages = Vec::new();
     let mut rows = Vec::new();
     for (i, case) in file.cases.iter().enumerate() {
-        let label = case.name.clone().unwrap_or_else(|| format!("case {}", i + 1));
+        let label = case
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("case {}", i + 1));
         let index = set.names().position(|n| n == case.rule);
         let row = match (index, case_event(&case.event)) {
             (None, _) => Err(format!("no rule named `{}` in this file", case.rule)),
@@ -168,7 +175,11 @@ pub fn run_file(path: &Path, anonymous: &AnonymousDb, report: &mut Report) {
 /// A case's event: decoded as canonical JSON, then the enrichment fields
 /// copied over as given.
 fn case_event(value: &serde_json::Value) -> Result<Event, String> {
-    let decoder = Decoder::new(Format::Canonical, usize::MAX, Fingerprinter::new(b"rules test"));
+    let decoder = Decoder::new(
+        Format::Canonical,
+        usize::MAX,
+        Fingerprinter::new(b"rules test"),
+    );
     let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
     let mut event = decoder
         .decode(&bytes)

@@ -21,10 +21,13 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
-use schemas::{ColumnsError, DetectorKind, Event, EventRef, Evidence, Finding, Origin, event_schema, events_to_record_batch};
+use schemas::{
+    ColumnsError, DetectorKind, Event, EventRef, Evidence, Finding, Origin, event_schema,
+    events_to_record_batch,
+};
 
 pub use config::{PolicyConfig, RuleAction, RuleConfig, RuleFile, Severity};
-pub use udf::AnonymousDb;
+pub use udf::{AnonymousDb, open_anonymous_db};
 
 /// The column with the token's age: seconds since tokenwatch first saw it.
 pub const TOKEN_AGE: &str = "token_age_s";
@@ -38,6 +41,33 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     fields.push(Field::new(TOKEN_AGE, DataType::Int64, true));
     Arc::new(Schema::new(fields))
 });
+
+/// Every problem with the configured rules, as startup would find them:
+/// unreadable rule files, and rules that do not compile. Prefixed with
+/// `detectors.policy`.
+pub fn check(config: &crate::DetectorsConfig) -> Vec<String> {
+    let rules = match config.policy.all_rules() {
+        Ok(rules) => rules,
+        Err(problems) => return prefixed(problems),
+    };
+    let path = config
+        .geoip
+        .as_ref()
+        .and_then(|g| g.anonymous_db.as_deref());
+    // An unreadable database is reported by the GeoIP checks.
+    let anonymous = udf::open_anonymous_db(path).unwrap_or_default();
+    PolicySet::compile(&rules, &anonymous)
+        .err()
+        .map(prefixed)
+        .unwrap_or_default()
+}
+
+fn prefixed(problems: Vec<String>) -> Vec<String> {
+    problems
+        .into_iter()
+        .map(|p| format!("detectors.policy: {p}"))
+        .collect()
+}
 
 /// What rules see: the event schema plus `token_age_s`.
 pub fn policy_schema() -> SchemaRef {
@@ -87,6 +117,7 @@ impl PolicySet {
     /// Parses, type-checks and plans every rule. On failure, lists every
     /// bad rule with its name and DataFusion's message.
     pub fn compile(rules: &[RuleConfig], anonymous: &AnonymousDb) -> Result<Self, Vec<String>> {
+        let has_anonymous_db = anonymous.read().is_ok_and(|db| db.is_some());
         let ctx = SessionContext::new();
         for f in udf::all(anonymous) {
             ctx.register_udf(f);
@@ -115,7 +146,11 @@ impl PolicySet {
             let expr = match planned {
                 Ok(expr) => expr,
                 Err(e) => {
-                    problems.push(format!("rule `{name}`: {}", e.strip_backtrace()));
+                    let mut problem = format!("rule `{name}`: {}", e.strip_backtrace());
+                    if !has_anonymous_db && rule.when.contains("is_anonymous_ip") {
+                        problem.push_str(" (is_anonymous_ip needs detectors.geoip.anonymous_db)");
+                    }
+                    problems.push(problem);
                     continue;
                 }
             };
@@ -189,16 +224,29 @@ impl PolicySet {
     }
 
     /// The finding of rule `index` for one event.
-    pub fn finding(&self, index: usize, event: &Event, origin: &Origin, token_age_s: Option<i64>) -> Finding {
+    pub fn finding(
+        &self,
+        index: usize,
+        event: &Event,
+        origin: &Origin,
+        token_age_s: Option<i64>,
+    ) -> Finding {
         let rule = &self.rules[index].config;
         let what = rule.description.as_deref().unwrap_or(&rule.when);
         let mut evidence = Evidence {
-            events: vec![EventRef::new(event.request_id.as_deref(), event.ts_ms, origin)],
+            events: vec![EventRef::new(
+                event.request_id.as_deref(),
+                event.ts_ms,
+                origin,
+            )],
             ..Evidence::default()
         }
         .fact("rule", rule.name.as_str())
         .fact("when", rule.when.as_str())
-        .fact("severity", serde_json::to_value(rule.severity).unwrap_or_default());
+        .fact(
+            "severity",
+            serde_json::to_value(rule.severity).unwrap_or_default(),
+        );
         if let Some(age) = token_age_s {
             evidence = evidence.fact("token_age_s", age);
         }

@@ -1,5 +1,3 @@
-use std::sync::{Arc, RwLock};
-
 use schemas::{Action, Event};
 
 use super::*;
@@ -39,16 +37,20 @@ fn no_db() -> AnonymousDb {
 }
 
 fn anonymous_db() -> AnonymousDb {
-    let bytes = std::fs::read(fixture("GeoIP2-Anonymous-IP-Test.mmdb")).unwrap();
-    let reader = maxminddb::Reader::from_source(bytes).unwrap();
-    Arc::new(RwLock::new(Some(Arc::new(reader))))
+    open_anonymous_db(Some(&fixture("GeoIP2-Anonymous-IP-Test.mmdb"))).unwrap()
 }
 
 #[test]
 fn the_spec_examples_match_what_they_say() {
     let rules = [
-        rule("admin_delete_abroad", "action LIKE 'DELETE /admin/%' AND country NOT IN ('US','DE')"),
-        rule("big_export_outside", "bytes_out > 50000000 AND NOT cidr_contains('10.0.0.0/8', src_ip)"),
+        rule(
+            "admin_delete_abroad",
+            "action LIKE 'DELETE /admin/%' AND country NOT IN ('US','DE')",
+        ),
+        rule(
+            "big_export_outside",
+            "bytes_out > 50000000 AND NOT cidr_contains('10.0.0.0/8', src_ip)",
+        ),
     ];
     let mut set = PolicySet::compile(&rules, &no_db()).unwrap();
     let events = [
@@ -81,10 +83,26 @@ fn bad_rules_fail_with_their_name_and_datafusion_s_message() {
     ];
     let problems = PolicySet::compile(&rules, &no_db()).err().expect("fails");
     assert_eq!(problems.len(), 6, "{problems:#?}");
-    assert!(problems[0].starts_with("rule `syntax`: SQL error"), "{}", problems[0]);
-    assert!(problems[1].starts_with("rule `unknown_column`:") && problems[1].contains("no_such_column"), "{}", problems[1]);
-    assert!(problems[2].contains("`not_boolean`: `when` must be a boolean expression"), "{}", problems[2]);
-    assert!(problems[3].starts_with("rule `bad_argument`:") && problems[3].contains("cidr_contains"), "{}", problems[3]);
+    assert!(
+        problems[0].starts_with("rule `syntax`: SQL error"),
+        "{}",
+        problems[0]
+    );
+    assert!(
+        problems[1].starts_with("rule `unknown_column`:") && problems[1].contains("no_such_column"),
+        "{}",
+        problems[1]
+    );
+    assert!(
+        problems[2].contains("`not_boolean`: `when` must be a boolean expression"),
+        "{}",
+        problems[2]
+    );
+    assert!(
+        problems[3].starts_with("rule `bad_argument`:") && problems[3].contains("cidr_contains"),
+        "{}",
+        problems[3]
+    );
     assert!(problems[4].contains("`ok`: the name is used twice"));
     assert!(problems[5].contains("empty name"));
 }
@@ -92,8 +110,14 @@ fn bad_rules_fail_with_their_name_and_datafusion_s_message() {
 #[test]
 fn is_anonymous_ip_reads_the_anonymous_database_and_is_refused_without_one() {
     let rules = [rule("anon", "is_anonymous_ip(src_ip)")];
-    let problems = PolicySet::compile(&rules, &no_db()).err().expect("no database");
-    assert!(problems[0].contains("is_anonymous_ip"), "{}", problems[0]);
+    let problems = PolicySet::compile(&rules, &no_db())
+        .err()
+        .expect("no database");
+    assert!(
+        problems[0].contains("needs detectors.geoip.anonymous_db"),
+        "{}",
+        problems[0]
+    );
 
     let mut set = PolicySet::compile(&rules, &anonymous_db()).unwrap();
     let events = [
@@ -101,7 +125,10 @@ fn is_anonymous_ip_reads_the_anonymous_database_and_is_refused_without_one() {
         event("GET /", None, "1.2.0.1", 1),
         event("GET /", None, "175.16.199.1", 1),
     ];
-    assert_eq!(matches(&mut set, &events, &[None; 3])[0], [true, true, false]);
+    assert_eq!(
+        matches(&mut set, &events, &[None; 3])[0],
+        [true, true, false]
+    );
 }
 
 #[test]
@@ -119,7 +146,10 @@ fn token_age_private_ips_and_globs_are_usable_together() {
         event("s3:PutObject", None, "8.8.8.8", 1),
     ];
     let ages = [Some(10), Some(7200), Some(10), Some(10), None];
-    assert_eq!(matches(&mut set, &events, &ages)[0], [true, false, false, false, false]);
+    assert_eq!(
+        matches(&mut set, &events, &ages)[0],
+        [true, false, false, false, false]
+    );
 }
 
 #[test]
@@ -141,7 +171,10 @@ fn findings_carry_the_rule_its_severity_and_its_action() {
     let set = PolicySet::compile(&[r], &no_db()).unwrap();
     let origin = crate::testkit::origin(7);
     let f = set.finding(0, &event("GET /", None, "8.8.8.8", 1), &origin, Some(42));
-    assert_eq!((f.kind, f.score, f.action), ("rule", 1.0, Some(Action::Revoke)));
+    assert_eq!(
+        (f.kind, f.score, f.action),
+        ("rule", 1.0, Some(Action::Revoke))
+    );
     assert_eq!(f.summary, "rule r matched: anything");
     assert_eq!(f.evidence.facts["rule"], "r");
     assert_eq!(f.evidence.facts["token_age_s"], 42);

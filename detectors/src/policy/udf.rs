@@ -25,6 +25,15 @@ use crate::glob::Glob;
 /// The Anonymous-IP database the engine currently uses; swapped on reload.
 pub type AnonymousDb = Arc<RwLock<Option<Arc<Reader<Vec<u8>>>>>>;
 
+/// Opens an Anonymous-IP database for rules alone (`rules test`, config
+/// checks); the engine shares its GeoIP's instead. `None`: an empty slot.
+pub fn open_anonymous_db(path: Option<&std::path::Path>) -> Result<AnonymousDb, String> {
+    let reader = path
+        .map(|p| Reader::open_readfile(p).map_err(|e| format!("{}: {e}", p.display())))
+        .transpose()?;
+    Ok(Arc::new(RwLock::new(reader.map(Arc::new))))
+}
+
 /// Every function, ready to register. `is_anonymous_ip` is left out when
 /// no Anonymous-IP database is open, so a rule that calls it fails at
 /// startup rather than on every batch.
@@ -59,24 +68,24 @@ pub fn all(anonymous: &AnonymousDb) -> Vec<ScalarUDF> {
         return udfs;
     }
     udfs.push(create_udf(
-            "is_anonymous_ip",
-            vec![utf8],
-            DataType::Boolean,
-            // Stable, not immutable: the database can be reloaded.
-            Volatility::Stable,
-            Arc::new(move |args| {
-                let reader = db.read().map_err(|_| poisoned())?.clone();
-                let Some(reader) = reader else {
-                    return Err(DataFusionError::Execution(
-                        "is_anonymous_ip needs detectors.geoip.anonymous_db".into(),
-                    ));
-                };
-                unary(args, |ip| {
-                    let ip: IpAddr = ip.parse().ok()?;
-                    Some(crate::geoip::anonymity(&reader, ip).any())
-                })
-            }),
-        ));
+        "is_anonymous_ip",
+        vec![utf8],
+        DataType::Boolean,
+        // Stable, not immutable: the database can be reloaded.
+        Volatility::Stable,
+        Arc::new(move |args| {
+            let reader = db.read().map_err(|_| poisoned())?.clone();
+            let Some(reader) = reader else {
+                return Err(DataFusionError::Execution(
+                    "is_anonymous_ip needs detectors.geoip.anonymous_db".into(),
+                ));
+            };
+            unary(args, |ip| {
+                let ip: IpAddr = ip.parse().ok()?;
+                Some(crate::geoip::anonymity(&reader, ip).any())
+            })
+        }),
+    ));
     udfs
 }
 
@@ -143,7 +152,11 @@ fn cached<T: Clone>(slot: &mut Option<Last<T>>, text: &str, parse: impl Fn(&str)
     }
 }
 
-fn cidr_contains_with(slot: &mut Option<Last<Option<IpNet>>>, cidr: &str, ip: &str) -> Option<bool> {
+fn cidr_contains_with(
+    slot: &mut Option<Last<Option<IpNet>>>,
+    cidr: &str,
+    ip: &str,
+) -> Option<bool> {
     let net = cached(slot, cidr, |c| {
         c.parse::<IpNet>()
             .ok()
@@ -183,7 +196,9 @@ pub fn is_private(ip: IpAddr) -> bool {
             v6.is_loopback()
                 || (v6.segments()[0] & 0xfe00) == 0xfc00
                 || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| is_private(IpAddr::V4(v4)))
         }
     }
 }
@@ -211,14 +226,31 @@ mod tests {
     fn glob_match_is_the_scope_glob() {
         assert_eq!(glob_match("s3:Get*", "s3:GetObject"), Some(true));
         assert_eq!(glob_match("s3:Get*", "s3:PutObject"), Some(false));
-        assert_eq!(glob_match("GET /v1/orders/?", "GET /v1/orders/7"), Some(true));
-        assert_eq!(glob_match("GET /v1/orders/?", "GET /v1/orders/77"), Some(false));
+        assert_eq!(
+            glob_match("GET /v1/orders/?", "GET /v1/orders/7"),
+            Some(true)
+        );
+        assert_eq!(
+            glob_match("GET /v1/orders/?", "GET /v1/orders/77"),
+            Some(false)
+        );
         assert_eq!(glob_match("*", ""), Some(true));
     }
 
     #[test]
     fn is_private_covers_the_reserved_ranges() {
-        for ip in ["10.0.0.1", "172.16.5.4", "192.168.1.1", "127.0.0.1", "169.254.1.1", "100.64.0.1", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1"] {
+        for ip in [
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["8.8.8.8", "100.128.0.1", "2001:db8::1", "81.2.69.160"] {
@@ -230,14 +262,21 @@ mod tests {
     fn functions_map_nulls_to_null_over_arrays() {
         let udfs = all(&AnonymousDb::default());
         let cidr = udfs.iter().find(|u| u.name() == "cidr_contains").unwrap();
-        let ips: ArrayRef = Arc::new(StringArray::from(vec![Some("10.0.0.1"), None, Some("8.8.8.8")]));
+        let ips: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("10.0.0.1"),
+            None,
+            Some("8.8.8.8"),
+        ]));
         let args = [
             ColumnarValue::Scalar("10.0.0.0/8".into()),
             ColumnarValue::Array(ips),
         ];
         let out = binary(&args, cidr_contains).unwrap().into_array(3).unwrap();
         let out = out.as_any().downcast_ref::<BooleanArray>().unwrap();
-        assert_eq!(out.iter().collect::<Vec<_>>(), vec![Some(true), None, Some(false)]);
+        assert_eq!(
+            out.iter().collect::<Vec<_>>(),
+            vec![Some(true), None, Some(false)]
+        );
         assert_eq!(cidr.name(), "cidr_contains");
     }
 }
