@@ -59,7 +59,8 @@ prop_compose! {
 proptest! {
     #[test]
     fn json_event_arrow_event_round_trip(events in proptest::collection::vec(event(), 0..40)) {
-        let decoder = Decoder::new(Format::Canonical, 1 << 20, Fingerprinter::new(b"k"));
+        let decoder = Decoder::new(Format::Canonical, 1 << 20, Fingerprinter::new(b"k"))
+            .with_skew(crate::decode::Skew::ANY);
         let decoded: Vec<Event> = events
             .iter()
             .map(|e| decoder.decode(e.to_json().as_bytes()).map(|d| d.event))

@@ -32,11 +32,32 @@ pub fn decode(text: &str, fingerprinter: &Fingerprinter) -> Result<Decoded, Deco
 
 fn classify(e: &serde_json::Error, field: Option<&'static str>) -> DecodeError {
     match (e.classify(), field) {
+        _ if e.to_string().starts_with("number out of range") => {
+            DecodeError::OutOfRange(field.unwrap_or("number"))
+        }
         (serde_json::error::Category::Data, Some("ts")) => DecodeError::InvalidTimestamp,
+        (serde_json::error::Category::Data, Some(field)) if out_of_range(e) => {
+            DecodeError::OutOfRange(field)
+        }
         (serde_json::error::Category::Data, Some(field)) => DecodeError::WrongType(field),
         (serde_json::error::Category::Data, None) => DecodeError::NotAnObject,
         _ => DecodeError::InvalidJson,
     }
+}
+
+/// Whether serde's message is about a whole number that does not fit:
+/// `70000` or `-1` for a u16 or u64 ("invalid value: integer"), or an
+/// integer past u64 that serde_json read as a float.
+fn out_of_range(e: &serde_json::Error) -> bool {
+    let text = e.to_string();
+    if text.starts_with("invalid value: integer") {
+        return true;
+    }
+    let float = text
+        .strip_prefix("invalid type: floating point `")
+        .and_then(|rest| rest.split('`').next())
+        .and_then(|n| n.parse::<f64>().ok());
+    float.is_some_and(|f| f.fract() == 0.0 && f.abs() >= u64::MAX as f64)
 }
 
 /// A string that borrows from the input when it has no escapes.

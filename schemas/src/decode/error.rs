@@ -20,11 +20,21 @@ pub enum DecodeError {
     InvalidIp,
     #[error("field `ts` is neither RFC 3339 nor epoch milliseconds between 1970 and 9999")]
     InvalidTimestamp,
+    #[error("record nests objects or arrays deeper than the configured maximum")]
+    TooDeep,
+    #[error("record has an array longer than the configured maximum")]
+    TooManyItems,
+    #[error("field `{0}` is a number out of range")]
+    OutOfRange(&'static str),
+    #[error("event time is further from now than the configured skew allows")]
+    TimestampSkew,
+    #[error("record is not of the expected kind (`{0}`)")]
+    WrongKind(&'static str),
 }
 
 impl DecodeError {
     /// Every reason string, in [`index`](Self::index) order.
-    pub const REASONS: [&'static str; 9] = [
+    pub const REASONS: [&'static str; 14] = [
         "too_large",
         "invalid_utf8",
         "invalid_json",
@@ -34,6 +44,11 @@ impl DecodeError {
         "wrong_type",
         "invalid_ip",
         "invalid_timestamp",
+        "too_deep",
+        "too_many_items",
+        "out_of_range",
+        "timestamp_skew",
+        "wrong_kind",
     ];
 
     /// A dense index into [`REASONS`](Self::REASONS), for per-reason counters.
@@ -48,6 +63,11 @@ impl DecodeError {
             DecodeError::WrongType(_) => 6,
             DecodeError::InvalidIp => 7,
             DecodeError::InvalidTimestamp => 8,
+            DecodeError::TooDeep => 9,
+            DecodeError::TooManyItems => 10,
+            DecodeError::OutOfRange(_) => 11,
+            DecodeError::TimestampSkew => 12,
+            DecodeError::WrongKind(_) => 13,
         }
     }
 
@@ -61,9 +81,11 @@ impl DecodeError {
         match self {
             DecodeError::MissingField(f)
             | DecodeError::DuplicateField(f)
-            | DecodeError::WrongType(f) => Some(f),
+            | DecodeError::WrongType(f)
+            | DecodeError::OutOfRange(f)
+            | DecodeError::WrongKind(f) => Some(f),
             DecodeError::InvalidIp => Some("src_ip"),
-            DecodeError::InvalidTimestamp => Some("ts"),
+            DecodeError::InvalidTimestamp | DecodeError::TimestampSkew => Some("ts"),
             _ => None,
         }
     }

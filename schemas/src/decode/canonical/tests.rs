@@ -112,11 +112,11 @@ fn wrong_types_name_the_field() {
     );
     assert_eq!(
         err(&MINIMAL.replace('}', r#","status":70000}"#)),
-        DecodeError::WrongType("status")
+        DecodeError::OutOfRange("status")
     );
     assert_eq!(
         err(&MINIMAL.replace('}', r#","bytes_out":-1}"#)),
-        DecodeError::WrongType("bytes_out")
+        DecodeError::OutOfRange("bytes_out")
     );
     assert_eq!(
         err(&MINIMAL.replace('}', r#","bytes_out":1.5}"#)),
@@ -125,6 +125,14 @@ fn wrong_types_name_the_field() {
     assert_eq!(
         err(&MINIMAL.replace('}', r#","principal":["a"]}"#)),
         DecodeError::WrongType("principal")
+    );
+    assert_eq!(
+        err(&MINIMAL.replace('}', r#","bytes_out":18446744073709551616}"#)),
+        DecodeError::OutOfRange("bytes_out")
+    );
+    assert_eq!(
+        err(&MINIMAL.replace('}', r#","lat":1e400}"#)),
+        DecodeError::OutOfRange("lat")
     );
 }
 

@@ -1,0 +1,81 @@
+//! AWS CloudTrail: one record, or a delivered file's `{"Records":[...]}`.
+//!
+//! | canonical | CloudTrail |
+//! |---|---|
+//! | `ts` | `eventTime` |
+//! | `token_id` | `userIdentity.accessKeyId` (required) |
+//! | `principal` | `userIdentity.arn`, else `userIdentity.userName` |
+//! | `action` | `eventSource` without `.amazonaws.com`, `:`, `eventName` (`s3:GetObject`) |
+//! | `src_ip` | `sourceIPAddress` when it is an address (not `AWS Internal`) |
+//! | `user_agent` | `userAgent` |
+//! | `session_id` | `userIdentity.sessionContext.sessionIssuer.arn` |
+//! | `resource` | `resources[0].ARN`, else `requestParameters.bucketName` + `/` + `key` |
+//! | `status` | 200 without `errorCode`; 403 for access denials, 404 for not-found, 429 for throttling, else 400 |
+//! | `bytes_out` | `additionalEventData.bytesTransferredOut` |
+//! | `request_id` | `requestID`, else `eventID` |
+
+use serde_json::Value;
+
+use super::{address, count, event, one, required, service_action, text, timestamp};
+use crate::decode::{DecodeError, Decoded};
+
+pub fn decode(value: &Value, issuer: &str, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
+    match value.get("Records") {
+        Some(Value::Array(records)) => {
+            for record in records {
+                out.push(record_event(record, issuer)?);
+            }
+            Ok(())
+        }
+        Some(_) => Err(DecodeError::WrongType("Records")),
+        None => {
+            out.push(record_event(value, issuer)?);
+            Ok(())
+        }
+    }
+}
+
+fn record_event(r: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
+    if !r.is_object() {
+        return Err(DecodeError::NotAnObject);
+    }
+    let source = required(r, "eventSource")?;
+    let name = required(r, "eventName")?;
+    let mut e = event(
+        timestamp(r, "eventTime")?,
+        required(r, "userIdentity.accessKeyId")?,
+        issuer,
+        service_action(&source, &name),
+    );
+    e.principal = text(r, "userIdentity.arn")?.or(text(r, "userIdentity.userName")?);
+    e.src_ip = address(r, "sourceIPAddress")?;
+    e.user_agent = text(r, "userAgent")?;
+    e.session_id = text(r, "userIdentity.sessionContext.sessionIssuer.arn")?;
+    e.resource = match r.pointer("/resources/0/ARN") {
+        Some(Value::String(arn)) if !arn.is_empty() => Some(arn.clone()),
+        _ => match (text(r, "requestParameters.bucketName")?, text(r, "requestParameters.key")?) {
+            (Some(bucket), Some(key)) => Some(format!("{bucket}/{key}")),
+            (bucket, _) => bucket,
+        },
+    };
+    e.status = Some(status(text(r, "errorCode")?.as_deref()));
+    e.bytes_out = count(r, "additionalEventData.bytesTransferredOut")?;
+    e.request_id = text(r, "requestID")?.or(text(r, "eventID")?);
+    Ok(one(e))
+}
+
+/// CloudTrail records an error code, not an HTTP status; this is the
+/// status the code stands for.
+fn status(error_code: Option<&str>) -> u16 {
+    let Some(code) = error_code else { return 200 };
+    let lower = code.to_ascii_lowercase();
+    if lower.contains("denied") || lower.contains("unauthorized") || lower.contains("forbidden") {
+        403
+    } else if lower.contains("notfound") || lower.starts_with("nosuch") {
+        404
+    } else if lower.contains("throttl") || lower.contains("limitexceeded") {
+        429
+    } else {
+        400
+    }
+}
