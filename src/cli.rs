@@ -49,7 +49,7 @@ enum Command {
         /// Config file (thresholds, GeoIP, metadata); defaults if absent.
         #[arg(short, long)]
         config: Option<PathBuf>,
-        /// Input format.
+        /// Input format: canonical, ocsf, cloudtrail, github, k8s or okta.
         #[arg(long, default_value = "canonical", value_parser = parse_format)]
         format: schemas::Format,
         /// Decide as in enforce mode (shows what would be revoked; still revokes nothing).
@@ -96,8 +96,10 @@ enum RulesCommand {
 }
 
 fn parse_format(text: &str) -> Result<schemas::Format, String> {
-    serde_json::from_value(serde_json::Value::String(text.to_string()))
-        .map_err(|_| format!("unknown format {text:?} (canonical)"))
+    serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(|_| {
+        let all: Vec<&str> = schemas::Format::ALL.iter().map(|f| f.as_str()).collect();
+        format!("unknown format {text:?} ({})", all.join(", "))
+    })
 }
 
 impl Cli {

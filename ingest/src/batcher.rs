@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use schemas::decode::Decoder;
+use schemas::decode::{Decoded, Decoder};
 use schemas::{
     ColumnsError, DecodeError, Event, EventBatch, Origin, Secret, events_to_record_batch,
 };
@@ -21,6 +21,8 @@ pub struct BatchBuilder {
     secrets: Vec<(usize, Secret)>,
     last_offsets: Vec<(TopicPartition, i64)>,
     tally: Tally,
+    /// Reused for each record's decoded events.
+    decoded: Vec<Decoded>,
 }
 
 /// What a full or lingered batch turns into.
@@ -43,6 +45,7 @@ impl BatchBuilder {
             secrets: Vec::new(),
             last_offsets: Vec::new(),
             tally: Tally::default(),
+            decoded: Vec::new(),
         }
     }
 
@@ -54,16 +57,22 @@ impl BatchBuilder {
         self.tally.records += 1;
         self.tally.bytes += payload.map_or(0, |p| p.len() as u64);
         self.note_offset(&origin);
-        match self.decoder.decode(payload.unwrap_or_default()) {
-            Ok(decoded) => {
-                if let Some(secret) = decoded.secret {
-                    self.secrets.push((self.events.len(), secret));
-                }
-                self.events.push(decoded.event);
-                self.origins.push(origin);
-                self.tally.events += 1;
-                Ok(())
+        let mut decoded = std::mem::take(&mut self.decoded);
+        let result = self
+            .decoder
+            .decode_into(payload.unwrap_or_default(), &mut decoded);
+        // A CloudTrail file yields many events; they share the record's origin.
+        for d in decoded.drain(..) {
+            if let Some(secret) = d.secret {
+                self.secrets.push((self.events.len(), secret));
             }
+            self.events.push(d.event);
+            self.origins.push(origin.clone());
+            self.tally.events += 1;
+        }
+        self.decoded = decoded;
+        match result {
+            Ok(()) => Ok(()),
             Err(e) => {
                 self.tally.dead_lettered[e.index()] += 1;
                 Err(e)

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use schemas::Format;
+use schemas::decode::{Decoder, Limits, Skew};
+use schemas::{Fingerprinter, Format};
 use serde::{Deserialize, Serialize};
 
 /// Where a consumer group with no committed offset starts reading.
@@ -40,9 +41,30 @@ pub struct IngestConfig {
     pub group_id: String,
     /// Topics holding API-call records. Records should be keyed by token.
     pub topics: Vec<String>,
-    /// Input format of every record on `topics`.
+    /// Input format of every record on `topics`: `canonical`, `ocsf`,
+    /// `cloudtrail`, `github`, `k8s` or `okta`.
     #[serde(default)]
     pub format: Format,
+    /// The `issuer` of events from a vendor format (default: `aws` for
+    /// cloudtrail, else the format's name). Canonical events carry theirs.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Records nesting objects or arrays deeper than this are dead-lettered
+    /// (`too_deep`).
+    #[serde(default = "default_max_depth")]
+    pub max_depth: usize,
+    /// Records with an array longer than this are dead-lettered
+    /// (`too_many_items`). Bounds a CloudTrail file's `Records` too.
+    #[serde(default = "default_max_array_items")]
+    pub max_array_items: usize,
+    /// Events timed further ahead of the wall clock are dead-lettered
+    /// (`timestamp_skew`).
+    #[serde(default = "default_max_future_skew", with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// Events older than this are dead-lettered (`timestamp_skew`). Unset:
+    /// any age (replaying old logs).
+    #[serde(default, with = "humantime_serde")]
+    pub max_past_age: Option<Duration>,
     /// Topic that receives records that cannot be decoded, with headers
     /// giving the reason and the source topic, partition and offset.
     #[serde(default = "default_dead_letter_topic")]
@@ -86,6 +108,15 @@ pub struct IngestConfig {
     pub properties_from_env: BTreeMap<String, String>,
 }
 
+fn default_max_depth() -> usize {
+    Limits::default().max_depth
+}
+fn default_max_array_items() -> usize {
+    Limits::default().max_array_items
+}
+fn default_max_future_skew() -> Duration {
+    Duration::from_millis(Skew::default().max_future_ms as u64)
+}
 fn default_brokers() -> String {
     "127.0.0.1:9092".into()
 }
@@ -119,6 +150,11 @@ impl IngestConfig {
             group_id: default_group_id(),
             topics,
             format: Format::default(),
+            issuer: None,
+            max_depth: default_max_depth(),
+            max_array_items: default_max_array_items(),
+            max_future_skew: default_max_future_skew(),
+            max_past_age: None,
             dead_letter_topic: default_dead_letter_topic(),
             metadata_topic: None,
             max_record_bytes: default_max_record_bytes(),
@@ -130,6 +166,22 @@ impl IngestConfig {
             properties: BTreeMap::new(),
             properties_from_env: BTreeMap::new(),
         }
+    }
+
+    /// The decoder this section describes, keyed by the fingerprint key.
+    pub fn decoder(&self, fingerprinter: Fingerprinter) -> Decoder {
+        Decoder::new(self.format, self.max_record_bytes, fingerprinter)
+            .with_issuer(self.issuer.as_deref())
+            .with_limits(Limits {
+                max_depth: self.max_depth,
+                max_array_items: self.max_array_items,
+            })
+            .with_skew(Skew {
+                max_future_ms: self.max_future_skew.as_millis().min(i64::MAX as u128) as i64,
+                max_past_ms: self
+                    .max_past_age
+                    .map(|d| d.as_millis().min(i64::MAX as u128) as i64),
+            })
     }
 
     /// Every problem with this section, each prefixed with its key.
@@ -178,6 +230,18 @@ impl IngestConfig {
                 "max_record_bytes",
                 format!("{} is outside 64 B ..= 64 MiB", self.max_record_bytes),
             );
+        }
+        if !(2..=512).contains(&self.max_depth) {
+            problem(
+                "max_depth",
+                format!("{} is outside 2 ..= 512", self.max_depth),
+            );
+        }
+        if self.max_array_items == 0 {
+            problem("max_array_items", "must be at least 1".into());
+        }
+        if self.issuer.as_deref().is_some_and(|i| i.trim().is_empty()) {
+            problem("issuer", "must not be empty".into());
         }
         if !(1..=1_000_000).contains(&self.batch_max_records) {
             problem(

@@ -59,11 +59,7 @@ impl FileSource {
             .collect();
         FileSource {
             inputs,
-            decoder: Decoder::new(
-                config.format,
-                config.max_record_bytes,
-                fingerprinter(config),
-            ),
+            decoder: config.decoder(fingerprinter(config)),
             max_record_bytes: config.max_record_bytes,
             batch_max_records: config.batch_max_records,
             metrics,

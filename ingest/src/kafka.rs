@@ -246,11 +246,7 @@ impl KafkaSource {
                 topics: config.topics.clone(),
                 source,
             })?;
-        let decoder = Decoder::new(
-            config.format,
-            config.max_record_bytes,
-            fingerprinter(config),
-        );
+        let decoder = config.decoder(fingerprinter(config));
         Ok(KafkaSource {
             config: config.clone(),
             consumer,

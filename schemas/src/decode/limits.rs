@@ -96,7 +96,10 @@ mod tests {
     #[test]
     fn counts_depth_of_objects_and_arrays() {
         assert_eq!(L.check(br#"{"a":{"b":[{"c":1}]}}"#), Ok(()));
-        assert_eq!(L.check(br#"{"a":{"b":[{"c":[1]}]}}"#), Err(DecodeError::TooDeep));
+        assert_eq!(
+            L.check(br#"{"a":{"b":[{"c":[1]}]}}"#),
+            Err(DecodeError::TooDeep)
+        );
         assert_eq!(L.check(&[b'['; 100_000]), Err(DecodeError::TooDeep));
         // Brackets inside strings are text.
         assert_eq!(L.check(br#"{"a":"[[[[[[{{{{\"]]"}"#), Ok(()));
@@ -105,7 +108,10 @@ mod tests {
     #[test]
     fn counts_elements_per_array_not_per_record() {
         assert_eq!(L.check(br#"{"a":[1,2,3],"b":[4,5,6]}"#), Ok(()));
-        assert_eq!(L.check(br#"{"a":[1,2,3,4]}"#), Err(DecodeError::TooManyItems));
+        assert_eq!(
+            L.check(br#"{"a":[1,2,3,4]}"#),
+            Err(DecodeError::TooManyItems)
+        );
         assert_eq!(L.check(br#"[["a","b","c"],[],{"x":[1,2]}]"#), Ok(()));
         assert_eq!(L.check(br#"[[],[],[],[]]"#), Err(DecodeError::TooManyItems));
         assert_eq!(L.check(br#"["a,b,c,d,e"]"#), Ok(()));

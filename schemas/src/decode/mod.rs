@@ -202,7 +202,9 @@ impl Decoder {
     pub fn decode(&self, record: &[u8]) -> Result<Decoded, DecodeError> {
         let mut out = Vec::with_capacity(1);
         self.decode_into(record, &mut out)?;
-        out.into_iter().next().ok_or(DecodeError::MissingField("Records"))
+        out.into_iter()
+            .next()
+            .ok_or(DecodeError::MissingField("Records"))
     }
 
     /// Decodes one record into `out`: usually one event, every record of a
@@ -213,7 +215,12 @@ impl Decoder {
     }
 
     /// [`decode_into`](Self::decode_into) with the wall clock given.
-    pub fn decode_at(&self, record: &[u8], now_ms: i64, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
+    pub fn decode_at(
+        &self,
+        record: &[u8],
+        now_ms: i64,
+        out: &mut Vec<Decoded>,
+    ) -> Result<(), DecodeError> {
         if record.len() > self.max_record_bytes {
             return Err(DecodeError::TooLarge);
         }

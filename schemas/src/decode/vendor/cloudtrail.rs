@@ -53,7 +53,10 @@ fn record_event(r: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
     e.session_id = text(r, "userIdentity.sessionContext.sessionIssuer.arn")?;
     e.resource = match r.pointer("/resources/0/ARN") {
         Some(Value::String(arn)) if !arn.is_empty() => Some(arn.clone()),
-        _ => match (text(r, "requestParameters.bucketName")?, text(r, "requestParameters.key")?) {
+        _ => match (
+            text(r, "requestParameters.bucketName")?,
+            text(r, "requestParameters.key")?,
+        ) {
             (Some(bucket), Some(key)) => Some(format!("{bucket}/{key}")),
             (bucket, _) => bucket,
         },

@@ -45,7 +45,10 @@ pub fn decode(v: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
         .ok_or(DecodeError::MissingField("user.username"))?;
     let verb = required(v, "verb")?;
     let uri = text(v, "requestURI")?;
-    let action = match (text(v, "objectRef.resource")?, text(v, "objectRef.subresource")?) {
+    let action = match (
+        text(v, "objectRef.resource")?,
+        text(v, "objectRef.subresource")?,
+    ) {
         (Some(resource), Some(sub)) => format!("{verb} {resource}/{sub}"),
         (Some(resource), None) => format!("{verb} {resource}"),
         (None, _) => format!("{verb} {}", uri.as_deref().unwrap_or("")),

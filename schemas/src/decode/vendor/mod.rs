@@ -76,7 +76,9 @@ fn count(v: &Value, path: &'static str) -> Result<Option<u64>, DecodeError> {
                 return Ok(Some(u));
             }
             match n.as_f64() {
-                Some(f) if f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64 => Ok(Some(f as u64)),
+                Some(f) if f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64 => {
+                    Ok(Some(f as u64))
+                }
                 _ => Err(DecodeError::OutOfRange(path)),
             }
         }

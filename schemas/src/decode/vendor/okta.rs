@@ -23,7 +23,9 @@ pub fn decode(v: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
     let session = text(v, "authenticationContext.externalSessionId")?;
     let token = text(v, "transaction.detail.requestApiTokenId")?
         .or_else(|| session.clone())
-        .ok_or(DecodeError::MissingField("transaction.detail.requestApiTokenId"))?;
+        .ok_or(DecodeError::MissingField(
+            "transaction.detail.requestApiTokenId",
+        ))?;
     let mut e = event(
         timestamp(v, "published")?,
         token,

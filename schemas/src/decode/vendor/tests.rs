@@ -35,11 +35,17 @@ fn cloudtrail_record_maps_the_documented_fields() {
     assert_eq!(e.token_id, "AKIAIOSFODNN7EXAMPLE");
     assert_eq!(e.issuer, "aws");
     assert_eq!(e.action, "s3:GetObject");
-    assert_eq!(e.principal.as_deref(), Some("arn:aws:iam::123456789012:user/Alice"));
+    assert_eq!(
+        e.principal.as_deref(),
+        Some("arn:aws:iam::123456789012:user/Alice")
+    );
     assert_eq!(e.src_ip, Some("81.2.69.160".parse().unwrap()));
     assert_eq!(e.bytes_out, Some(52_428_800));
     assert_eq!(e.status, Some(200));
-    assert_eq!(e.resource.as_deref(), Some("arn:aws:s3:::acme-exports/customers/2026-11.csv"));
+    assert_eq!(
+        e.resource.as_deref(),
+        Some("arn:aws:s3:::acme-exports/customers/2026-11.csv")
+    );
     assert_eq!(e.request_id.as_deref(), Some("8E5JZ3KX5VQJ2D3Y"));
     assert_eq!(e.ts_ms, 1_795_183_392_000);
     assert!(e.user_agent.unwrap().starts_with("[aws-cli/2.15.0"));
@@ -56,7 +62,10 @@ fn cloudtrail_file_shape_yields_every_record() {
     assert_eq!(events[1].action, "ec2:TerminateInstances");
     // "AWS Internal" is no address; an authorization error is a 403.
     assert_eq!((events[1].src_ip, events[1].status), (None, Some(403)));
-    assert_eq!(events[1].session_id.as_deref(), Some("arn:aws:iam::123456789012:role/ci"));
+    assert_eq!(
+        events[1].session_id.as_deref(),
+        Some("arn:aws:iam::123456789012:role/ci")
+    );
     // One bad record refuses the whole file (it is dead-lettered whole).
     let text = String::from_utf8(fixture("cloudtrail-file.json")).unwrap();
     let broken = text.replacen("\"ASIAEXAMPLETEMPKEY\"", "null", 1);
@@ -69,11 +78,17 @@ fn cloudtrail_file_shape_yields_every_record() {
 #[test]
 fn github_event_uses_the_token_id_and_access_type() {
     let e = one(Format::Github, &fixture("github-git-clone.json"));
-    assert_eq!((e.token_id.as_str(), e.issuer.as_str()), ("112233", "github"));
+    assert_eq!(
+        (e.token_id.as_str(), e.issuer.as_str()),
+        ("112233", "github")
+    );
     assert_eq!(e.action, "git.clone");
     assert_eq!(e.principal.as_deref(), Some("octocat"));
     assert_eq!(e.src_ip, Some("81.2.69.160".parse().unwrap()));
-    assert_eq!(e.device_id.as_deref(), Some("Personal access token (classic)"));
+    assert_eq!(
+        e.device_id.as_deref(),
+        Some("Personal access token (classic)")
+    );
     assert_eq!(e.resource.as_deref(), Some("acme/payments"));
     assert_eq!(e.ts_ms, 1_795_700_000_000);
     // Without token_id, the hashed token identifies it; without either the
@@ -84,7 +99,10 @@ fn github_event_uses_the_token_id_and_access_type() {
         one(Format::Github, hashed.as_bytes()).token_id,
         "kAFIu0E2ihHHRPo0vCm7C2VQzfbbXO0yhZ6ErXWr5Io="
     );
-    let web = hashed.replace("\"hashed_token\":\"kAFIu0E2ihHHRPo0vCm7C2VQzfbbXO0yhZ6ErXWr5Io=\",", "");
+    let web = hashed.replace(
+        "\"hashed_token\":\"kAFIu0E2ihHHRPo0vCm7C2VQzfbbXO0yhZ6ErXWr5Io=\",",
+        "",
+    );
     assert_eq!(
         decode_all(Format::Github, web.as_bytes()).unwrap_err(),
         DecodeError::MissingField("hashed_token")
@@ -95,15 +113,29 @@ fn github_event_uses_the_token_id_and_access_type() {
 fn k8s_event_uses_the_credential_id() {
     let e = one(Format::K8s, &fixture("k8s-get-secret.json"));
     assert_eq!(e.token_id, "JTI=5e1c7a2b-9f3d-4c8e-a1b2-c3d4e5f6a7b8");
-    assert_eq!(e.principal.as_deref(), Some("system:serviceaccount:payments:api"));
+    assert_eq!(
+        e.principal.as_deref(),
+        Some("system:serviceaccount:payments:api")
+    );
     assert_eq!(e.action, "get secrets");
     assert_eq!(e.status, Some(200));
-    assert_eq!(e.resource.as_deref(), Some("/api/v1/namespaces/payments/secrets/db-password"));
-    assert_eq!(e.request_id.as_deref(), Some("4f9d0b6e-1a6e-4f3a-9b7e-2c6d8e0f1a2b"));
+    assert_eq!(
+        e.resource.as_deref(),
+        Some("/api/v1/namespaces/payments/secrets/db-password")
+    );
+    assert_eq!(
+        e.request_id.as_deref(),
+        Some("4f9d0b6e-1a6e-4f3a-9b7e-2c6d8e0f1a2b")
+    );
     assert_eq!(e.ts_ms, 1_795_183_392_123);
     let text = String::from_utf8(fixture("k8s-get-secret.json")).unwrap();
     assert_eq!(
-        decode_all(Format::K8s, text.replace("\"kind\":\"Event\"", "\"kind\":\"EventList\"").as_bytes()).unwrap_err(),
+        decode_all(
+            Format::K8s,
+            text.replace("\"kind\":\"Event\"", "\"kind\":\"EventList\"")
+                .as_bytes()
+        )
+        .unwrap_err(),
         DecodeError::WrongKind("kind")
     );
 }
@@ -111,7 +143,10 @@ fn k8s_event_uses_the_credential_id() {
 #[test]
 fn okta_event_uses_the_api_token_id() {
     let e = one(Format::Okta, &fixture("okta-api-token.json"));
-    assert_eq!((e.token_id.as_str(), e.issuer.as_str()), ("00T1a2b3c4d5e6f7g8h9", "okta"));
+    assert_eq!(
+        (e.token_id.as_str(), e.issuer.as_str()),
+        ("00T1a2b3c4d5e6f7g8h9", "okta")
+    );
     assert_eq!(e.action, "group.user_membership.remove");
     assert_eq!(e.principal.as_deref(), Some("admin@acme.example"));
     assert_eq!(e.session_id.as_deref(), Some("trs6Xn0mF9ZQhq2yQ3Gd5kRw"));
@@ -140,14 +175,19 @@ fn ocsf_api_activity_maps_and_other_classes_are_refused() {
 fn the_issuer_can_be_configured() {
     let d = decoder(Format::Cloudtrail).with_issuer(Some("aws-prod"));
     let mut out = Vec::new();
-    d.decode_at(&fixture("cloudtrail-getobject.json"), NOW_MS, &mut out).unwrap();
+    d.decode_at(&fixture("cloudtrail-getobject.json"), NOW_MS, &mut out)
+        .unwrap();
     assert_eq!(out[0].event.issuer, "aws-prod");
 }
 
 /// Every format, and a record of it.
 fn samples() -> Vec<(Format, Vec<u8>)> {
     vec![
-        (Format::Canonical, br#"{"ts":"2026-11-20T14:03:12Z","token_id":"k","issuer":"api","action":"GET /"}"#.to_vec()),
+        (
+            Format::Canonical,
+            br#"{"ts":"2026-11-20T14:03:12Z","token_id":"k","issuer":"api","action":"GET /"}"#
+                .to_vec(),
+        ),
         (Format::Cloudtrail, fixture("cloudtrail-getobject.json")),
         (Format::Github, fixture("github-git-clone.json")),
         (Format::K8s, fixture("k8s-get-secret.json")),
@@ -172,17 +212,37 @@ fn with_named(record: &[u8], name: &str, value: &str) -> Vec<u8> {
 #[test]
 fn every_format_refuses_hostile_records_with_a_reason() {
     for (format, record) in samples() {
-        assert_eq!(decode_all(format, &record).map(|v| v.len()).ok(), Some(1), "{format:?}");
+        assert_eq!(
+            decode_all(format, &record).map(|v| v.len()).ok(),
+            Some(1),
+            "{format:?}"
+        );
         let small = Decoder::new(format, record.len() - 1, Fingerprinter::new(b"k"));
         let name = format.as_str();
-        assert_eq!(small.decode(&record).unwrap_err(), DecodeError::TooLarge, "{name}");
+        assert_eq!(
+            small.decode(&record).unwrap_err(),
+            DecodeError::TooLarge,
+            "{name}"
+        );
         let mut bad_utf8 = record.clone();
         bad_utf8.insert(10, 0xff);
-        assert_eq!(decode_all(format, &bad_utf8).unwrap_err(), DecodeError::InvalidUtf8, "{name}");
+        assert_eq!(
+            decode_all(format, &bad_utf8).unwrap_err(),
+            DecodeError::InvalidUtf8,
+            "{name}"
+        );
         let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
-        assert_eq!(decode_all(format, &with_member(&record, &deep)).unwrap_err(), DecodeError::TooDeep, "{name}");
+        assert_eq!(
+            decode_all(format, &with_member(&record, &deep)).unwrap_err(),
+            DecodeError::TooDeep,
+            "{name}"
+        );
         let huge = format!("[{}0]", "0,".repeat(20_000));
-        assert_eq!(decode_all(format, &with_member(&record, &huge)).unwrap_err(), DecodeError::TooManyItems, "{name}");
+        assert_eq!(
+            decode_all(format, &with_member(&record, &huge)).unwrap_err(),
+            DecodeError::TooManyItems,
+            "{name}"
+        );
         // Canonical skips unknown members unparsed, so its case is a known one.
         let (member, field) = match format {
             Format::Canonical => ("lat", "lat"),
@@ -196,21 +256,42 @@ fn every_format_refuses_hostile_records_with_a_reason() {
         // Far future and far past, against the configured skew.
         let skewed = |now_ms: i64, skew: Skew| {
             let mut out = Vec::new();
-            decoder(format).with_skew(skew).decode_at(&record, now_ms, &mut out).map(|()| out.len())
+            decoder(format)
+                .with_skew(skew)
+                .decode_at(&record, now_ms, &mut out)
+                .map(|()| out.len())
         };
         let ts = decode_all(format, &record).unwrap()[0].event.ts_ms;
-        let skew = Skew { max_future_ms: 60_000, max_past_ms: Some(3_600_000) };
+        let skew = Skew {
+            max_future_ms: 60_000,
+            max_past_ms: Some(3_600_000),
+        };
         assert_eq!(skewed(ts, skew), Ok(1), "{name}");
-        assert_eq!(skewed(ts - 120_000, skew), Err(DecodeError::TimestampSkew), "{name}");
-        assert_eq!(skewed(ts + 7_200_000, skew), Err(DecodeError::TimestampSkew), "{name}");
-        assert_eq!(skewed(ts + 100 * 365 * 86_400_000, Skew::default()), Ok(1), "{name}: no past limit by default");
+        assert_eq!(
+            skewed(ts - 120_000, skew),
+            Err(DecodeError::TimestampSkew),
+            "{name}"
+        );
+        assert_eq!(
+            skewed(ts + 7_200_000, skew),
+            Err(DecodeError::TimestampSkew),
+            "{name}"
+        );
+        assert_eq!(
+            skewed(ts + 100 * 365 * 86_400_000, Skew::default()),
+            Ok(1),
+            "{name}: no past limit by default"
+        );
     }
 }
 
 #[test]
 fn vendor_numbers_out_of_range_name_their_field() {
     let text = String::from_utf8(fixture("cloudtrail-getobject.json")).unwrap();
-    let negative = text.replace("\"bytesTransferredOut\":52428800.0", "\"bytesTransferredOut\":-5");
+    let negative = text.replace(
+        "\"bytesTransferredOut\":52428800.0",
+        "\"bytesTransferredOut\":-5",
+    );
     assert_eq!(
         decode_all(Format::Cloudtrail, negative.as_bytes()).unwrap_err(),
         DecodeError::OutOfRange("additionalEventData.bytesTransferredOut")
@@ -226,7 +307,10 @@ fn vendor_numbers_out_of_range_name_their_field() {
 #[test]
 fn limits_are_configurable() {
     let (format, record) = (Format::Okta, fixture("okta-api-token.json"));
-    let tight = decoder(format).with_limits(Limits { max_depth: 3, max_array_items: 10 });
+    let tight = decoder(format).with_limits(Limits {
+        max_depth: 3,
+        max_array_items: 10,
+    });
     assert_eq!(tight.decode(&record).unwrap_err(), DecodeError::TooDeep);
 }
 
@@ -236,16 +320,30 @@ fn json() -> impl Strategy<Value = serde_json::Value> {
         Just(serde_json::Value::Null),
         any::<bool>().prop_map(serde_json::Value::from),
         any::<i64>().prop_map(serde_json::Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(serde_json::Value::from),
         "[a-zA-Z0-9:./ -]{0,12}".prop_map(serde_json::Value::from),
     ];
     let keys = prop_oneof![
-        Just("eventTime".to_string()), Just("userIdentity".to_string()), Just("accessKeyId".to_string()),
-        Just("eventSource".to_string()), Just("eventName".to_string()), Just("Records".to_string()),
-        Just("@timestamp".to_string()), Just("token_id".to_string()), Just("action".to_string()),
-        Just("verb".to_string()), Just("user".to_string()), Just("sourceIPs".to_string()),
-        Just("published".to_string()), Just("transaction".to_string()), Just("class_uid".to_string()),
-        Just("time".to_string()), Just("actor".to_string()), Just("api".to_string()),
+        Just("eventTime".to_string()),
+        Just("userIdentity".to_string()),
+        Just("accessKeyId".to_string()),
+        Just("eventSource".to_string()),
+        Just("eventName".to_string()),
+        Just("Records".to_string()),
+        Just("@timestamp".to_string()),
+        Just("token_id".to_string()),
+        Just("action".to_string()),
+        Just("verb".to_string()),
+        Just("user".to_string()),
+        Just("sourceIPs".to_string()),
+        Just("published".to_string()),
+        Just("transaction".to_string()),
+        Just("class_uid".to_string()),
+        Just("time".to_string()),
+        Just("actor".to_string()),
+        Just("api".to_string()),
         "[a-z]{1,6}",
     ];
     leaf.prop_recursive(4, 48, 6, move |inner| {
