@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cloudtrail;
 mod crash;
 mod detect_pipeline;
 mod ingest_kafka;

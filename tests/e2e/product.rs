@@ -2,23 +2,20 @@
 //! scripted scenario, loopback issuer and webhook receiver, the admin API,
 //! `demo`, `replay`, and graceful shutdown.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use ingest::{IngestConfig, IngestMetrics};
+use ingest::IngestConfig;
 use revoker::testing::{Reply, TestServer};
 use revoker::{IssuerConfig, WebhookConfig};
 use schemas::{Action, Mode};
 use tokenwatch::Config;
 use tokenwatch::admin::AdminConfig;
-use tokenwatch::pipeline::{self, FlowStats};
 use tokenwatch::scenario::Scenario;
-use tokio::sync::oneshot;
 
 use crate::support::{
-    self, create_topic, produce, python, revoked_tokens, temp, temp_dir, tokenwatch, unique_name,
-    until,
+    self, create_topic, produce, python, revoked_tokens, start, temp, temp_dir, tokenwatch,
+    unique_name, until,
 };
 
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -80,36 +77,6 @@ fn records(scenario: &Scenario) -> Vec<(String, Vec<u8>)> {
         .iter()
         .map(|e| (e.token_id.clone(), e.to_json().into_bytes()))
         .collect()
-}
-
-struct Run {
-    stats: Arc<FlowStats>,
-    metrics: Arc<IngestMetrics>,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-async fn start(config: &Config) -> Run {
-    let engine = pipeline::build_engine(config).unwrap();
-    let revoker = pipeline::build_revoker(config).await.unwrap();
-    let metrics = Arc::new(IngestMetrics::default());
-    let stats = Arc::new(FlowStats::default());
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    let task = {
-        let (config, metrics, stats) = (config.clone(), metrics.clone(), stats.clone());
-        tokio::spawn(async move {
-            pipeline::run(&config, engine, revoker, metrics, stats, async {
-                let _ = stop_rx.await;
-            })
-            .await
-        })
-    };
-    Run {
-        stats,
-        metrics,
-        stop,
-        task,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,17 +205,7 @@ async fn run_revokes_exactly_the_scripted_attacks_and_reports_them() {
         attack_tokens,
         "each attack token revoked once, no benign token"
     );
-    let messages: Vec<python::Received> = hooks
-        .requests()
-        .into_iter()
-        .map(|r| {
-            let h = ["webhook-id", "webhook-timestamp", "webhook-signature"]
-                .iter()
-                .map(|k| (k.to_string(), r.header(k).unwrap_or("").to_string()))
-                .collect();
-            (h, r.body)
-        })
-        .collect();
+    let messages = support::webhook_messages(&hooks);
     assert!(
         messages.len() >= 10,
         "a decision and a revocation message per attack"

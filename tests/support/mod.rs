@@ -223,3 +223,51 @@ pub fn temp(name: &str) -> std::path::PathBuf {
 pub fn tokenwatch() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
 }
+
+/// The pipeline running in this process, as `tokenwatch run` runs it.
+pub struct Run {
+    pub stats: std::sync::Arc<tokenwatch::pipeline::FlowStats>,
+    pub metrics: std::sync::Arc<ingest::IngestMetrics>,
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts the pipeline for `config`.
+pub async fn start(config: &tokenwatch::Config) -> Run {
+    let engine = tokenwatch::pipeline::build_engine(config).unwrap();
+    let revoker = tokenwatch::pipeline::build_revoker(config).await.unwrap();
+    let metrics = std::sync::Arc::new(ingest::IngestMetrics::default());
+    let stats = std::sync::Arc::new(tokenwatch::pipeline::FlowStats::default());
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = {
+        let (config, metrics, stats) = (config.clone(), metrics.clone(), stats.clone());
+        tokio::spawn(async move {
+            tokenwatch::pipeline::run(&config, engine, revoker, metrics, stats, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    Run {
+        stats,
+        metrics,
+        stop,
+        task,
+    }
+}
+
+/// The signed webhooks `hooks` received: the Standard Webhooks headers and
+/// the body of each.
+pub fn webhook_messages(hooks: &revoker::testing::TestServer) -> Vec<python::Received> {
+    hooks
+        .requests()
+        .into_iter()
+        .map(|r| {
+            let h = ["webhook-id", "webhook-timestamp", "webhook-signature"]
+                .iter()
+                .map(|k| (k.to_string(), r.header(k).unwrap_or("").to_string()))
+                .collect();
+            (h, r.body)
+        })
+        .collect()
+}
