@@ -158,6 +158,35 @@ async fn stolen_access_key_from_a_new_country_then_an_s3_burst_is_revoked_in_mot
         records.push((stolen.clone(), r.to_string().into_bytes()));
     }
     let total_events = 2 * 180 + 120;
+    // Hostile records among them, each refused with its own reason.
+    let valid = record(&benign, &colleague, start_ms, home.ip, "GetObject", 1, 9999).to_string();
+    let member = |value: &str| format!("{{\"x\":{value},{}", &valid[1..]).into_bytes();
+    let mut invalid_utf8 = valid.clone().into_bytes();
+    invalid_utf8.insert(20, 0xff);
+    let future = record(
+        &benign,
+        &colleague,
+        now + 3 * 86_400_000,
+        home.ip,
+        "GetObject",
+        1,
+        9998,
+    );
+    let hostile: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "too_deep",
+            member(&format!("{}{}", "[".repeat(10_000), "]".repeat(10_000))),
+        ),
+        (
+            "too_many_items",
+            member(&format!("[{}0]", "0,".repeat(50_000))),
+        ),
+        ("invalid_utf8", invalid_utf8),
+        ("out_of_range", member("1e999")),
+        ("timestamp_skew", future.to_string().into_bytes()),
+        ("too_large", vec![b' '; 2 << 20]),
+    ];
+    records.extend(hostile.iter().map(|(_, r)| (benign.clone(), r.clone())));
 
     let topic = unique_name("cloudtrail-events");
     create_topic(&topic, 2).await;
@@ -239,7 +268,24 @@ async fn stolen_access_key_from_a_new_country_then_an_s3_burst_is_revoked_in_mot
     let _ = run.stop.send(());
     run.task.await.unwrap().unwrap();
 
-    assert_eq!(run.metrics.dead_lettered_total(), 0, "every record decoded");
+    assert_eq!(run.metrics.dead_lettered_total(), hostile.len() as u64);
+    let dead = support::read_records(
+        &config.ingest.dead_letter_topic,
+        hostile.len(),
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut reasons: Vec<&str> = dead
+        .iter()
+        .filter_map(|r| r.header("tokenwatch.reason"))
+        .collect();
+    reasons.sort();
+    let mut expected: Vec<&str> = hostile.iter().map(|(reason, _)| *reason).collect();
+    expected.sort();
+    assert_eq!(
+        reasons, expected,
+        "each hostile record dead-lettered with its reason"
+    );
     assert_eq!(run.stats.events.load(Relaxed), total_events);
     assert_eq!(
         python::run("iam.py", &[&moto, "status", &colleague, &benign], None).1,
