@@ -222,7 +222,7 @@ pub fn render(s: &AdminState) -> String {
         ),
         (
             "tokenwatch_policy_plans_total",
-            "Policy rule plans made with DataFusion: one per rule per (re)load, never per batch.",
+            "DataFusion plans of the rule sets put in force: one per rule per (re)load, never per batch.",
             e.policy.plans,
         ),
         (

@@ -150,6 +150,8 @@ pub async fn detect_stage(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut metadata_stamp = reload.metadata_file.as_ref().and_then(modified);
     let mut rule_stamps = reload.rule_stamps();
+    // Metrics show the rules in force (and the rest) before any batch.
+    stats.set_engine_stats(engine.stats());
     let mut control_open = true;
     loop {
         tokio::select! {

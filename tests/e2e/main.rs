@@ -10,5 +10,6 @@ mod detect_pipeline;
 mod ingest_kafka;
 mod metadata_topic;
 mod product;
+mod reload;
 mod revoker;
 mod rules;

@@ -57,8 +57,8 @@ pub struct EngineStats {
 pub struct PolicyStats {
     /// Rules in force.
     pub rules: usize,
-    /// Physical plans made since start: one per rule per (re)load, never
-    /// per batch.
+    /// Physical plans of the rule sets put in force since start: one per
+    /// rule per (re)load, never per batch.
     pub plans: u64,
     /// Batches the rule set was evaluated on.
     pub evaluations: u64,
