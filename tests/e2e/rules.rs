@@ -73,3 +73,49 @@ event = { ts = "2026-01-05T10:00:00Z", token_id = "k", issuer = "api", action = 
     );
     assert!(out.contains("2 cases, 1 failed, 2 other problems"), "{out}");
 }
+
+#[test]
+fn the_example_config_s_rules_catch_a_real_shaped_cloudtrail_record() {
+    // A CloudTrail fixture turned into a StopLogging call: the decoder's
+    // action naming and the shipped aws.toml rules must agree.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let record =
+        std::fs::read_to_string(root.join("tests/fixtures/formats/cloudtrail-getobject.json"))
+            .unwrap()
+            .replace(
+                r#""eventSource":"s3.amazonaws.com","eventName":"GetObject""#,
+                r#""eventSource":"cloudtrail.amazonaws.com","eventName":"StopLogging""#,
+            );
+    assert!(record.contains("StopLogging"));
+    let input = temp_dir().join("stop-logging.json");
+    std::fs::write(&input, record).unwrap();
+    let out = tokenwatch()
+        .current_dir(root)
+        .args([
+            "replay",
+            "-c",
+            "tokenwatch.example.toml",
+            "--format",
+            "cloudtrail",
+            "--enforce",
+        ])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decision: serde_json::Value =
+        serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(decision["action"], "revoke", "{decision}");
+    assert_eq!(decision["token_id"], "AKIAIOSFODNN7EXAMPLE");
+    let rules: Vec<&str> = decision["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["evidence"]["facts"]["rule"].as_str())
+        .collect();
+    assert!(rules.contains(&"cloudtrail_tampering"), "{decision}");
+}
