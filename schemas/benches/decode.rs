@@ -1,9 +1,13 @@
-//! Hot path of `schemas`: decoding canonical JSON and building Arrow batches.
+//! Hot path of `schemas`: decoding (canonical JSON, and each vendor format
+//! on its fixture), the structural limits pass every decoder runs first,
+//! and building Arrow batches.
+//!
+//!     cargo bench -p schemas --bench decode
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use schemas::decode::Decoder;
+use schemas::decode::{Decoder, Limits};
 use schemas::{Event, Fingerprinter, Format, events_to_record_batch};
 
 fn realistic(i: usize) -> Event {
@@ -36,10 +40,46 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1024));
     for (name, records) in cases {
         group.bench_with_input(BenchmarkId::from_parameter(name), records, |b, records| {
+            let mut out = Vec::with_capacity(1);
             b.iter(|| {
                 for r in records.iter() {
-                    black_box(decoder.decode(r.as_bytes()).ok());
+                    out.clear();
+                    black_box(decoder.decode_into(r.as_bytes(), &mut out).ok());
                 }
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("limits_check");
+    group.throughput(Throughput::Elements(1024));
+    group.bench_function("realistic", |b| {
+        let limits = Limits::default();
+        b.iter(|| {
+            for r in full.iter() {
+                black_box(limits.check(r.as_bytes()).ok());
+            }
+        })
+    });
+    group.finish();
+
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/formats/");
+    let mut group = c.benchmark_group("decode_vendor");
+    group.throughput(Throughput::Elements(1));
+    for (format, file) in [
+        (Format::Cloudtrail, "cloudtrail-getobject.json"),
+        (Format::Github, "github-git-clone.json"),
+        (Format::K8s, "k8s-get-secret.json"),
+        (Format::Okta, "okta-api-token.json"),
+        (Format::Ocsf, "ocsf-api-activity.json"),
+    ] {
+        let record = std::fs::read(format!("{dir}{file}")).unwrap();
+        let decoder = Decoder::new(format, 1 << 20, Fingerprinter::new(b"bench-key"));
+        let mut out = Vec::with_capacity(1);
+        group.bench_function(format.as_str(), |b| {
+            b.iter(|| {
+                out.clear();
+                black_box(decoder.decode_into(&record, &mut out).ok());
             })
         });
     }

@@ -10,8 +10,11 @@
 //!   `[Event]` and a `RecordBatch`.
 //! - [`batch`]: [`EventBatch`], a `RecordBatch` plus where each row came from
 //!   (topic, partition, offset), the unit that flows between stages.
-//! - [`decode`]: decoders from input formats into events, with a small
-//!   [`DecodeError`] enum that names the reason a record is dead-lettered.
+//! - [`decode`]: decoders from the six input formats into events (canonical
+//!   JSON in [`decode::canonical`], the vendor formats in [`decode::vendor`]),
+//!   the structural [`decode::Limits`] and clock [`decode::Skew`] every
+//!   record is held to, and a small [`DecodeError`] enum that names the
+//!   reason a record is dead-lettered.
 //! - [`fingerprint`]: the keyed hash that replaces a raw token secret, so a
 //!   secret never travels past the decoder.
 //! - [`metadata`]: [`TokenMetadata`], what the issuer knows about a token.

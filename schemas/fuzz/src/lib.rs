@@ -31,6 +31,9 @@ pub fn check(format: Format, data: &[u8]) {
         let again = canonical
             .decode(e.to_json().as_bytes())
             .unwrap_or_else(|err| panic!("{err}: {}", e.to_json()));
-        assert_eq!(&again.event, e, "the canonical round trip changed the event");
+        assert_eq!(
+            &again.event, e,
+            "the canonical round trip changed the event"
+        );
     }
 }
