@@ -1,4 +1,6 @@
-//! AWS CloudTrail: one record, or a delivered file's `{"Records":[...]}`.
+//! AWS CloudTrail: one record, a delivered file's `{"Records":[...]}`, or
+//! an EventBridge event carrying a record in `detail` (`"detail-type": "AWS
+//! API Call via CloudTrail"`).
 //!
 //! | canonical | CloudTrail |
 //! |---|---|
@@ -29,7 +31,11 @@ pub fn decode(value: &Value, issuer: &str, out: &mut Vec<Decoded>) -> Result<(),
         }
         Some(_) => Err(DecodeError::WrongType("Records")),
         None => {
-            out.push(record_event(value, issuer)?);
+            let record = match (value.get("detail-type"), value.get("detail")) {
+                (Some(Value::String(_)), Some(detail)) => detail,
+                _ => value,
+            };
+            out.push(record_event(record, issuer)?);
             Ok(())
         }
     }

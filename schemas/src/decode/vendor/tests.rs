@@ -76,6 +76,20 @@ fn cloudtrail_file_shape_yields_every_record() {
 }
 
 #[test]
+fn cloudtrail_inside_an_eventbridge_event_is_read_from_detail() {
+    let record = String::from_utf8(fixture("cloudtrail-getobject.json")).unwrap();
+    let envelope = format!(
+        r#"{{"version":"0","id":"6a7e8feb","detail-type":"AWS API Call via CloudTrail","source":"aws.s3","account":"123456789012","time":"2026-11-20T14:03:12Z","region":"us-east-1","resources":[],"detail":{record}}}"#
+    );
+    let e = one(Format::Cloudtrail, envelope.as_bytes());
+    assert_eq!(
+        (e.token_id.as_str(), e.action.as_str()),
+        ("AKIAIOSFODNN7EXAMPLE", "s3:GetObject")
+    );
+    assert_eq!(e, one(Format::Cloudtrail, record.as_bytes()));
+}
+
+#[test]
 fn github_event_uses_the_token_id_and_access_type() {
     let e = one(Format::Github, &fixture("github-git-clone.json"));
     assert_eq!(
