@@ -25,29 +25,25 @@ impl Default for Limits {
 
 impl Limits {
     /// Checks `bytes` (JSON or not: invalid JSON is left to the parser).
+    /// String contents, most of a record, are skipped with `memchr`.
     pub fn check(&self, bytes: &[u8]) -> Result<(), DecodeError> {
-        // Per open array: elements seen so far (commas + 1). Objects push
-        // `None`. The stack never grows past `max_depth`.
+        // Per open array: elements seen so far. Objects push `None`. The
+        // stack never grows past `max_depth`.
         let mut stack: Vec<Option<usize>> = Vec::with_capacity(self.max_depth.min(64));
-        let mut in_string = false;
-        let mut escaped = false;
         let mut pending_item = false;
-        for &b in bytes {
-            if in_string {
-                match (escaped, b) {
-                    (true, _) => escaped = false,
-                    (false, b'\\') => escaped = true,
-                    (false, b'"') => in_string = false,
-                    _ => {}
-                }
-                continue;
-            }
-            match b {
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
                 b'"' => {
-                    in_string = true;
                     self.item(&mut stack, &mut pending_item)?;
+                    match closing_quote(&bytes[i + 1..]) {
+                        Some(len) => i += len + 2,
+                        // Unterminated: the parser says why.
+                        None => return Ok(()),
+                    }
+                    continue;
                 }
-                b'[' | b'{' => {
+                b @ (b'[' | b'{') => {
                     self.item(&mut stack, &mut pending_item)?;
                     if stack.len() == self.max_depth {
                         return Err(DecodeError::TooDeep);
@@ -59,12 +55,11 @@ impl Limits {
                     stack.pop();
                     pending_item = false;
                 }
-                b',' => {
-                    pending_item = matches!(stack.last(), Some(Some(_)));
-                }
+                b',' => pending_item = matches!(stack.last(), Some(Some(_))),
                 b' ' | b'\t' | b'\n' | b'\r' | b':' => {}
                 _ => self.item(&mut stack, &mut pending_item)?,
             }
+            i += 1;
         }
         Ok(())
     }
@@ -81,6 +76,22 @@ impl Limits {
             }
         }
         Ok(())
+    }
+}
+
+/// The length of a string's contents up to its closing quote (`text`
+/// starts after the opening one), escapes skipped; `None` if unterminated.
+fn closing_quote(text: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        at += memchr::memchr2(b'"', b'\\', &text[at..])?;
+        if text[at] == b'"' {
+            return Some(at);
+        }
+        at += 2;
+        if at > text.len() {
+            return None;
+        }
     }
 }
 
@@ -101,8 +112,16 @@ mod tests {
             Err(DecodeError::TooDeep)
         );
         assert_eq!(L.check(&[b'['; 100_000]), Err(DecodeError::TooDeep));
-        // Brackets inside strings are text.
+        // Brackets inside strings are text, escaped quotes included.
         assert_eq!(L.check(br#"{"a":"[[[[[[{{{{\"]]"}"#), Ok(()));
+        assert_eq!(
+            L.check(br#"{"a":"\\","b":[[[[[[]]]]]]}"#),
+            Err(DecodeError::TooDeep)
+        );
+        assert_eq!(L.check(br#"{"a":"\\\"[[[[[[[[["}"#), Ok(()));
+        // Unterminated strings and trailing escapes are left to the parser.
+        assert_eq!(L.check(br#"{"a":"abc"#), Ok(()));
+        assert_eq!(L.check(br#"{"a":"abc\"#), Ok(()));
     }
 
     #[test]
@@ -117,5 +136,56 @@ mod tests {
         assert_eq!(L.check(br#"["a,b,c,d,e"]"#), Ok(()));
         // Object members are not array items.
         assert_eq!(L.check(br#"{"a":1,"b":2,"c":3,"d":4,"e":5}"#), Ok(()));
+    }
+
+    fn depth_and_widest(v: &serde_json::Value) -> (usize, usize) {
+        match v {
+            serde_json::Value::Array(items) => {
+                let (d, w) = items
+                    .iter()
+                    .map(depth_and_widest)
+                    .fold((0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1)));
+                (d + 1, w.max(items.len()))
+            }
+            serde_json::Value::Object(map) => {
+                let (d, w) = map
+                    .values()
+                    .map(depth_and_widest)
+                    .fold((0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1)));
+                (d + 1, w)
+            }
+            _ => (0, 0),
+        }
+    }
+
+    fn json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<i32>().prop_map(serde_json::Value::from),
+            // Quotes, backslashes and brackets inside strings must not count.
+            "[\\[\\]{}\\\\\",a ]{0,8}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(8, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-z\\[\\\\\"]{1,3}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn agrees_with_the_parsed_structure(value in json(), pretty in proptest::bool::ANY) {
+            let text = if pretty { serde_json::to_string_pretty(&value) } else { serde_json::to_string(&value) }.unwrap();
+            let (depth, widest) = depth_and_widest(&value);
+            let result = L.check(text.as_bytes());
+            if depth > L.max_depth || widest > L.max_array_items {
+                proptest::prop_assert!(result.is_err(), "{text}: depth {depth}, widest {widest}");
+            } else {
+                proptest::prop_assert_eq!(result, Ok(()), "{}", text);
+            }
+        }
     }
 }
