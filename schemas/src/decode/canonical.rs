@@ -11,27 +11,130 @@ use std::net::IpAddr;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::{DecodeError, Decoded, Secret};
+use super::{DecodeError, Decoded, Limits, Secret};
 use crate::event::Event;
 use crate::fingerprint::Fingerprinter;
 use crate::time;
 
-/// Decodes one canonical JSON record (already checked for size and UTF-8).
+/// Decodes one canonical JSON record (already checked for size and UTF-8)
+/// with the default [`Limits`].
 pub fn decode(text: &str, fingerprinter: &Fingerprinter) -> Result<Decoded, DecodeError> {
+    decode_with(text, fingerprinter, &Limits::default())
+}
+
+/// Decodes one canonical JSON record. The known fields are scalars, so
+/// nesting can only hide in unknown fields: they are skipped without
+/// allocating, counting depth and array lengths against `limits` on the
+/// way, which costs nothing for records that have none (no pass of its own
+/// over the bytes, unlike the vendor formats).
+pub fn decode_with(
+    text: &str,
+    fingerprinter: &Fingerprinter,
+    limits: &Limits,
+) -> Result<Decoded, DecodeError> {
     let current = Cell::new(None);
+    let violation = Cell::new(None);
     let mut de = serde_json::Deserializer::from_str(text);
-    let wire = WireSeed { current: &current }
-        .deserialize(&mut de)
-        .and_then(|w| de.end().map(|()| w));
+    let seed = WireSeed {
+        current: &current,
+        skip: Skip {
+            depth: 1,
+            limits,
+            violation: &violation,
+        },
+    };
+    let wire = seed.deserialize(&mut de).and_then(|w| de.end().map(|()| w));
     let wire = match wire {
         Ok(wire) => wire?,
-        Err(e) => return Err(classify(&e, current.get())),
+        Err(e) => {
+            return Err(violation
+                .get()
+                .unwrap_or_else(|| classify(&e, current.get())));
+        }
     };
     wire.into_decoded(fingerprinter)
 }
 
+/// Skips an unknown field's value, enforcing the structural limits.
+#[derive(Clone, Copy)]
+struct Skip<'a> {
+    /// Depth of the value being skipped (the record itself is 1).
+    depth: usize,
+    limits: &'a Limits,
+    violation: &'a Cell<Option<DecodeError>>,
+}
+
+impl Skip<'_> {
+    fn deeper<E: de::Error>(self) -> Result<Self, E> {
+        if self.depth >= self.limits.max_depth {
+            return Err(self.fail(DecodeError::TooDeep));
+        }
+        Ok(Skip {
+            depth: self.depth + 1,
+            ..self
+        })
+    }
+
+    fn fail<E: de::Error>(self, e: DecodeError) -> E {
+        self.violation.set(Some(e));
+        E::custom(e)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Skip<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.deeper()?;
+        let mut items = 0;
+        while seq.next_element_seed(inner)?.is_some() {
+            items += 1;
+            if items > self.limits.max_array_items {
+                return Err(self.fail(DecodeError::TooManyItems));
+            }
+        }
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.deeper()?;
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value_seed(inner)?;
+        }
+        Ok(())
+    }
+}
+
 fn classify(e: &serde_json::Error, field: Option<&'static str>) -> DecodeError {
     match (e.classify(), field) {
+        // serde_json's own guard, past a `max_depth` above 127.
+        _ if e.to_string().starts_with("recursion limit exceeded") => DecodeError::TooDeep,
         _ if e.to_string().starts_with("number out of range") => {
             DecodeError::OutOfRange(field.unwrap_or("number"))
         }
@@ -144,6 +247,7 @@ struct Wire<'a> {
 /// a type error can name it.
 struct WireSeed<'c> {
     current: &'c Cell<Option<&'static str>>,
+    skip: Skip<'c>,
 }
 
 impl<'de> DeserializeSeed<'de> for WireSeed<'_> {
@@ -178,7 +282,7 @@ impl<'de> Visitor<'de> for WireSeed<'_> {
                     })*
                     _ => {
                         self.current.set(None);
-                        map.next_value::<IgnoredAny>()?;
+                        map.next_value_seed(self.skip)?;
                     }
                 }
             };

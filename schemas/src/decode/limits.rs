@@ -25,59 +25,68 @@ impl Default for Limits {
 
 impl Limits {
     /// Checks `bytes` (JSON or not: invalid JSON is left to the parser).
-    /// String contents, most of a record, are skipped with `memchr`.
+    /// String contents, most of a record, are skipped with `memchr`; the
+    /// open levels live on the stack up to depth 64, so the usual record
+    /// costs no allocation.
     pub fn check(&self, bytes: &[u8]) -> Result<(), DecodeError> {
-        // Per open array: elements seen so far. Objects push `None`. The
-        // stack never grows past `max_depth`.
-        let mut stack: Vec<Option<usize>> = Vec::with_capacity(self.max_depth.min(64));
+        let mut inline = [0u32; 64];
+        let mut heap = Vec::new();
+        let levels: &mut [u32] = if self.max_depth <= inline.len() {
+            &mut inline[..self.max_depth]
+        } else {
+            heap.resize(self.max_depth, 0);
+            &mut heap
+        };
+        self.scan(bytes, levels)
+    }
+
+    /// `levels[d]`: elements seen in the open array at depth `d`, or
+    /// [`OBJECT`] for an object.
+    fn scan(&self, bytes: &[u8], levels: &mut [u32]) -> Result<(), DecodeError> {
+        let max_items = u32::try_from(self.max_array_items).unwrap_or(u32::MAX - 1);
+        let mut depth = 0;
+        // An array element starts at the next value (after `[` or `,`).
         let mut pending_item = false;
         let mut i = 0;
         while i < bytes.len() {
-            match bytes[i] {
-                b'"' => {
-                    self.item(&mut stack, &mut pending_item)?;
-                    match closing_quote(&bytes[i + 1..]) {
-                        Some(len) => i += len + 2,
-                        // Unterminated: the parser says why.
-                        None => return Ok(()),
-                    }
-                    continue;
+            let b = bytes[i];
+            if pending_item && !matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b']') {
+                pending_item = false;
+                let count = &mut levels[depth - 1];
+                *count += 1;
+                if *count > max_items {
+                    return Err(DecodeError::TooManyItems);
                 }
-                b @ (b'[' | b'{') => {
-                    self.item(&mut stack, &mut pending_item)?;
-                    if stack.len() == self.max_depth {
+            }
+            match b {
+                b'"' => match closing_quote(&bytes[i + 1..]) {
+                    Some(len) => i += len + 1,
+                    // Unterminated: the parser says why.
+                    None => return Ok(()),
+                },
+                b'[' | b'{' => {
+                    if depth == self.max_depth {
                         return Err(DecodeError::TooDeep);
                     }
-                    stack.push((b == b'[').then_some(0));
+                    levels[depth] = if b == b'[' { 0 } else { OBJECT };
+                    depth += 1;
                     pending_item = b == b'[';
                 }
                 b']' | b'}' => {
-                    stack.pop();
+                    depth = depth.saturating_sub(1);
                     pending_item = false;
                 }
-                b',' => pending_item = matches!(stack.last(), Some(Some(_))),
-                b' ' | b'\t' | b'\n' | b'\r' | b':' => {}
-                _ => self.item(&mut stack, &mut pending_item)?,
+                b',' => pending_item = depth > 0 && levels[depth - 1] != OBJECT,
+                _ => {}
             }
             i += 1;
         }
         Ok(())
     }
-
-    /// Counts the start of an array element, once.
-    fn item(&self, stack: &mut [Option<usize>], pending: &mut bool) -> Result<(), DecodeError> {
-        if !std::mem::take(pending) {
-            return Ok(());
-        }
-        if let Some(Some(n)) = stack.last_mut() {
-            *n += 1;
-            if *n > self.max_array_items {
-                return Err(DecodeError::TooManyItems);
-            }
-        }
-        Ok(())
-    }
 }
+
+/// Marks an open object in the level stack.
+const OBJECT: u32 = u32::MAX;
 
 /// The length of a string's contents up to its closing quote (`text`
 /// starts after the opening one), escapes skipped; `None` if unterminated.

@@ -1,9 +1,10 @@
 //! Decoders from input formats into the canonical [`Event`].
 //!
 //! A decoder never panics and never allocates without bound: the record size
-//! is checked first, then UTF-8, then nesting depth and array lengths in one
-//! pass over the bytes ([`Limits`]); event times too far from now are
-//! refused ([`Skew`]). Every
+//! is checked first, then UTF-8, then nesting depth and array lengths
+//! ([`Limits`]: in one pass over the bytes before a vendor record is parsed,
+//! while skipping unknown fields for canonical records); event times too far
+//! from now are refused ([`Skew`]). Every
 //! rejection is a [`DecodeError`] whose [`reason`](DecodeError::reason) is a
 //! fixed string, so dead-lettering and counting cost no formatting.
 
@@ -225,7 +226,6 @@ impl Decoder {
             return Err(DecodeError::TooLarge);
         }
         let text = std::str::from_utf8(record).map_err(|_| DecodeError::InvalidUtf8)?;
-        self.limits.check(record)?;
         let start = out.len();
         let decoded = self.decode_format(text, out);
         let checked = decoded.and_then(|()| {
@@ -243,9 +243,14 @@ impl Decoder {
 
     fn decode_format(&self, text: &str, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
         if self.format == Format::Canonical {
-            out.push(canonical::decode(text, &self.fingerprinter)?);
+            out.push(canonical::decode_with(
+                text,
+                &self.fingerprinter,
+                &self.limits,
+            )?);
             return Ok(());
         }
+        self.limits.check(text.as_bytes())?;
         let value = vendor::parse(text)?;
         let issuer = self.issuer.as_str();
         match self.format {
@@ -254,7 +259,11 @@ impl Decoder {
             Format::Github => out.push(vendor::github::decode(&value, issuer)?),
             Format::K8s => out.push(vendor::k8s::decode(&value, issuer)?),
             Format::Okta => out.push(vendor::okta::decode(&value, issuer)?),
-            Format::Canonical => out.push(canonical::decode(text, &self.fingerprinter)?),
+            Format::Canonical => out.push(canonical::decode_with(
+                text,
+                &self.fingerprinter,
+                &self.limits,
+            )?),
         }
         Ok(())
     }

@@ -173,18 +173,26 @@ fn structural_errors() {
         err(&MINIMAL.replace('}', r#","issuer":"x"}"#)),
         DecodeError::DuplicateField("issuer")
     );
-    // Deep nesting: an unknown field is skipped without recursion; in a known
-    // field it is a type error; unbalanced it is invalid JSON. None overflow.
+    // Deep nesting: in an unknown field it is refused as too deep (counted
+    // while skipping); in a known field it is a type error; unbalanced it is
+    // too deep too. None overflow the stack.
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    assert!(decode(&MINIMAL.replace('}', &format!(r#","x":{deep}}}"#)), &fp()).is_ok());
+    assert_eq!(
+        err(&MINIMAL.replace('}', &format!(r#","x":{deep}}}"#))),
+        DecodeError::TooDeep
+    );
+    let nested_ok = format!(r#","x":{{"a":[1,[2,{{"b":[3]}}]]}}}}"#);
+    assert!(decode(&MINIMAL.replace('}', &nested_ok), &fp()).is_ok());
     assert_eq!(
         err(&MINIMAL.replace('}', &format!(r#","principal":{deep}}}"#))),
         DecodeError::WrongType("principal")
     );
     assert_eq!(
         err(&MINIMAL.replace('}', &format!(r#","x":{}}}"#, "[".repeat(100_000)))),
-        DecodeError::InvalidJson
+        DecodeError::TooDeep
     );
+    let wide = format!(r#","x":[{}0]}}"#, "0,".repeat(20_000));
+    assert_eq!(err(&MINIMAL.replace('}', &wide)), DecodeError::TooManyItems);
 }
 
 #[test]
