@@ -58,27 +58,19 @@ fn with_rules(base: &Config, rules: &str) -> String {
     toml::to_string(&config).unwrap()
 }
 
-const GOOD_ONE: &str = r#"
+const ADMIN_DELETE: &str = r#"
 [[detectors.policy.rules]]
 name = "admin_delete"
 when = "action LIKE 'DELETE /admin/%'"
 "#;
 
-const BAD_TWO: &str = r#"
-[[detectors.policy.rules]]
-name = "admin_delete"
-when = "action LIKE 'DELETE /admin/%'"
-
+const TYPO: &str = r#"
 [[detectors.policy.rules]]
 name = "typo"
 when = "contry = 'FR'"
 "#;
 
-const GOOD_TWO: &str = r#"
-[[detectors.policy.rules]]
-name = "admin_delete"
-when = "action LIKE 'DELETE /admin/%'"
-
+const FRANCE: &str = r#"
 [[detectors.policy.rules]]
 name = "france"
 when = "country = 'FR'"
@@ -103,7 +95,7 @@ async fn sighup_reloads_rules_and_a_bad_set_keeps_the_old_one() {
     config.admin.listen = admin;
     let dir = temp_dir();
     let path = dir.join("tokenwatch.toml");
-    std::fs::write(&path, with_rules(&config, GOOD_ONE)).unwrap();
+    std::fs::write(&path, with_rules(&config, ADMIN_DELETE)).unwrap();
     let log = dir.join("run.log");
     let child = tokenwatch()
         .args(["run", "-c"])
@@ -133,7 +125,7 @@ async fn sighup_reloads_rules_and_a_bad_set_keeps_the_old_one() {
     )
     .await;
 
-    std::fs::write(&path, with_rules(&config, BAD_TWO)).unwrap();
+    std::fs::write(&path, with_rules(&config, &format!("{ADMIN_DELETE}{TYPO}"))).unwrap();
     hangup(&child.0);
     until(
         "the bad reload to be refused",
@@ -149,7 +141,11 @@ async fn sighup_reloads_rules_and_a_bad_set_keeps_the_old_one() {
         "{text}"
     );
 
-    std::fs::write(&path, with_rules(&config, GOOD_TWO)).unwrap();
+    std::fs::write(
+        &path,
+        with_rules(&config, &format!("{ADMIN_DELETE}{FRANCE}")),
+    )
+    .unwrap();
     hangup(&child.0);
     until("the good reload", Duration::from_secs(30), || {
         rules() == Some(2.0)

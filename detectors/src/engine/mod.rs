@@ -170,12 +170,16 @@ impl Engine {
         let mut out = DecisionOutput::default();
         let mut findings = Vec::new();
         let anonymity: Vec<Anonymity> = events.iter_mut().map(|e| self.enrich(e)).collect();
-        let rules = self.evaluate_policy(events);
+        let keys: Vec<TokenKey> = events
+            .iter()
+            .map(|e| self.store.key(&e.issuer, &e.token_id))
+            .collect();
+        let rules = self.evaluate_policy(events, &keys);
         for (row, (event, origin)) in events.iter_mut().zip(origins).enumerate() {
             self.events += 1;
             let anonymity = anonymity[row];
             self.watermark_ms = self.watermark_ms.max(event.ts_ms);
-            let key = self.store.key(&event.issuer, &event.token_id);
+            let key = keys[row];
             let ts_s = ts_secs(event.ts_ms);
             let metadata = self
                 .live_metadata
@@ -228,7 +232,7 @@ impl Engine {
     }
 
     /// Evaluates the rules on the (enriched) batch, once for all rows.
-    fn evaluate_policy(&mut self, events: &[Event]) -> Option<RuleMatches> {
+    fn evaluate_policy(&mut self, events: &[Event], keys: &[TokenKey]) -> Option<RuleMatches> {
         if self.policy.is_empty() {
             return None;
         }
@@ -236,8 +240,8 @@ impl Engine {
         let mut first_in_batch: hashbrown::HashMap<TokenKey, u32> = hashbrown::HashMap::new();
         let token_age_s: Vec<Option<i64>> = events
             .iter()
-            .map(|e| {
-                let key = self.store.key(&e.issuer, &e.token_id);
+            .zip(keys)
+            .map(|(e, &key)| {
                 let ts_s = ts_secs(e.ts_ms);
                 let first = match self.store.get(key) {
                     Some(state) => state.first_seen_s,

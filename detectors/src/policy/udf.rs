@@ -93,10 +93,6 @@ fn poisoned() -> DataFusionError {
     DataFusionError::Execution("the Anonymous-IP database lock is poisoned".into())
 }
 
-fn strings(args: &[ColumnarValue]) -> Result<Vec<ArrayRef>> {
-    ColumnarValue::values_to_arrays(args)
-}
-
 fn as_str(array: &ArrayRef) -> Result<&StringArray> {
     array
         .as_any()
@@ -111,7 +107,7 @@ fn binary(
     args: &[ColumnarValue],
     mut f: impl FnMut(&str, &str) -> Option<bool>,
 ) -> Result<ColumnarValue> {
-    let arrays = strings(args)?;
+    let arrays = ColumnarValue::values_to_arrays(args)?;
     let (a, b) = (as_str(&arrays[0])?, as_str(&arrays[1])?);
     let out: BooleanArray = (0..a.len())
         .map(|i| {
@@ -126,7 +122,7 @@ fn binary(
 }
 
 fn unary(args: &[ColumnarValue], f: impl Fn(&str) -> Option<bool>) -> Result<ColumnarValue> {
-    let arrays = strings(args)?;
+    let arrays = ColumnarValue::values_to_arrays(args)?;
     let a = as_str(&arrays[0])?;
     let out: BooleanArray = a.iter().map(|v| v.and_then(&f)).collect();
     Ok(ColumnarValue::Array(Arc::new(out)))

@@ -18,8 +18,9 @@
 
 use serde_json::Value;
 
-use super::{address, count, event, one, required, service_action, text, timestamp};
+use super::{address, count, one, required, service_action, text, timestamp};
 use crate::decode::{DecodeError, Decoded};
+use crate::event::Event;
 
 pub fn decode(value: &Value, issuer: &str, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
     match value.get("Records") {
@@ -47,7 +48,7 @@ fn record_event(r: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
     }
     let source = required(r, "eventSource")?;
     let name = required(r, "eventName")?;
-    let mut e = event(
+    let mut e = Event::new(
         timestamp(r, "eventTime")?,
         required(r, "userIdentity.accessKeyId")?,
         issuer,

@@ -16,8 +16,9 @@
 
 use serde_json::Value;
 
-use super::{address, event, id, one, required, text, timestamp};
+use super::{address, id, one, required, text, timestamp};
 use crate::decode::{DecodeError, Decoded};
+use crate::event::Event;
 
 pub fn decode(v: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
     let ts = if v.get("@timestamp").is_some() {
@@ -29,7 +30,7 @@ pub fn decode(v: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
         Some(id) => id,
         None => required(v, "hashed_token")?,
     };
-    let mut e = event(ts, token, issuer, required(v, "action")?);
+    let mut e = Event::new(ts, token, issuer, required(v, "action")?);
     e.principal = text(v, "actor")?;
     e.src_ip = address(v, "actor_ip")?;
     e.user_agent = text(v, "user_agent")?;

@@ -14,8 +14,9 @@
 
 use serde_json::Value;
 
-use super::{event, one, required, status, text, timestamp};
+use super::{one, required, status, text, timestamp};
 use crate::decode::{DecodeError, Decoded};
+use crate::event::Event;
 
 const CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
 
@@ -53,7 +54,7 @@ pub fn decode(v: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
         (Some(resource), None) => format!("{verb} {resource}"),
         (None, _) => format!("{verb} {}", uri.as_deref().unwrap_or("")),
     };
-    let mut e = event(ts, token, issuer, action);
+    let mut e = Event::new(ts, token, issuer, action);
     e.principal = username;
     e.src_ip = match v.pointer("/sourceIPs/0") {
         Some(Value::String(ip)) => ip.parse().ok(),

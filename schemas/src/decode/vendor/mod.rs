@@ -118,11 +118,6 @@ fn service_action(service: &str, operation: &str) -> String {
     format!("{service}:{operation}")
 }
 
-/// An event with the required fields set.
-fn event(ts_ms: i64, token_id: String, issuer: &str, action: String) -> Event {
-    Event::new(ts_ms, token_id, issuer, action)
-}
-
 fn one(event: Event) -> Decoded {
     Decoded {
         event,

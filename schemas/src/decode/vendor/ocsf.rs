@@ -20,8 +20,9 @@
 
 use serde_json::Value;
 
-use super::{address, count, event, one, required, service_action, status, text, timestamp};
+use super::{address, count, one, required, service_action, status, text, timestamp};
 use crate::decode::{DecodeError, Decoded};
+use crate::event::Event;
 
 pub const API_ACTIVITY: u64 = 6003;
 
@@ -39,7 +40,7 @@ pub fn decode(v: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
         Some(service) => service_action(&service, &operation),
         None => operation,
     };
-    let mut e = event(timestamp(v, "time")?, token, issuer, action);
+    let mut e = Event::new(timestamp(v, "time")?, token, issuer, action);
     e.principal = text(v, "actor.user.uid")?.or(text(v, "actor.user.name")?);
     e.src_ip = address(v, "src_endpoint.ip")?;
     e.user_agent = text(v, "http_request.user_agent")?;

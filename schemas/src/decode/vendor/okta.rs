@@ -16,8 +16,9 @@
 
 use serde_json::Value;
 
-use super::{address, event, one, required, text, timestamp};
+use super::{address, one, required, text, timestamp};
 use crate::decode::{DecodeError, Decoded};
+use crate::event::Event;
 
 pub fn decode(v: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
     let session = text(v, "authenticationContext.externalSessionId")?;
@@ -26,7 +27,7 @@ pub fn decode(v: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
         .ok_or(DecodeError::MissingField(
             "transaction.detail.requestApiTokenId",
         ))?;
-    let mut e = event(
+    let mut e = Event::new(
         timestamp(v, "published")?,
         token,
         issuer,
