@@ -27,9 +27,9 @@ fn progress(group: &str, topic: &str, partitions: i32) -> (i64, i64) {
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
+    let committed = retried("committed offsets", || {
+        consumer.committed_offsets(tpl.clone(), Duration::from_secs(10))
+    });
     let done: i64 = committed
         .elements()
         .iter()
@@ -43,13 +43,30 @@ fn progress(group: &str, topic: &str, partitions: i32) -> (i64, i64) {
         .sum();
     let end: i64 = (0..partitions)
         .map(|p| {
-            consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .unwrap()
-                .1
+            retried("watermarks", || {
+                consumer.fetch_watermarks(topic, p, Duration::from_secs(10))
+            })
+            .1
         })
         .sum();
     (done, end)
+}
+
+/// Calls `f` until it succeeds, for at most 30 s. Right after a group's first
+/// commit its coordinator can still be loading or move (NotCoordinator,
+/// CoordinatorLoadInProgress), and the broker asks clients to retry.
+fn retried<T>(what: &str, mut f: impl FnMut() -> rdkafka::error::KafkaResult<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match f() {
+            Ok(value) => return value,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("{what}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("{what} still failing after 30 s: {e}"),
+        }
+    }
 }
 
 fn spawn(config: &std::path::Path, life: usize) -> Child {
