@@ -9,12 +9,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use detectors::{GeoIp, GeoIpConfig};
-use ingest::IngestConfig;
 use revoker::testing::{Reply, TestServer};
 use revoker::{IssuerConfig, WebhookConfig};
 use schemas::{Action, Format, Mode};
 use serde_json::json;
-use tokenwatch::Config;
 
 use crate::support::{self, create_topic, produce, python, start, unique_name, until};
 
@@ -190,35 +188,14 @@ async fn stolen_access_key_from_a_new_country_then_an_s3_burst_is_revoked_in_mot
 
     let topic = unique_name("cloudtrail-events");
     create_topic(&topic, 2).await;
-    let mut ingest = IngestConfig::new(vec![topic.clone()]);
-    ingest.brokers = support::brokers();
-    ingest.group_id = unique_name("cloudtrail-group");
-    ingest.dead_letter_topic = unique_name("cloudtrail-dlq");
-    ingest.format = Format::Cloudtrail;
-    let mut detectors = detectors::DetectorsConfig {
-        geoip: Some(geoip),
-        ..Default::default()
-    };
-    detectors.geo.learning_period = Duration::from_secs(2 * 3600);
-    detectors.novelty.learning_period = Duration::from_secs(2 * 3600);
-    detectors.volume.warmup = Duration::from_secs(3600);
+    let mut config = support::config("cloudtrail", &topic).await;
+    config.ingest.format = Format::Cloudtrail;
+    config.detectors.geoip = Some(geoip);
+    config.detectors.geo.learning_period = Duration::from_secs(2 * 3600);
+    config.detectors.novelty.learning_period = Duration::from_secs(2 * 3600);
+    config.detectors.volume.warmup = Duration::from_secs(3600);
+    config.decision.mode = Mode::Enforce;
     let hooks = TestServer::start(Reply::status(204)).await;
-    let mut config = Config {
-        ingest,
-        detectors,
-        decision: detectors::DecisionConfig {
-            mode: Mode::Enforce,
-            ..Default::default()
-        },
-        revoker: Default::default(),
-        admin: tokenwatch::admin::AdminConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..Default::default()
-        },
-        source: None,
-    };
-    config.revoker.ledger_topic = unique_name("cloudtrail-ledger");
-    create_topic(&config.revoker.ledger_topic, 1).await;
     unsafe {
         std::env::set_var("TW_E2E_CT_AWS_ID", "testing");
         std::env::set_var("TW_E2E_CT_AWS_SECRET", "testing");

@@ -10,7 +10,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use revoker::IssuerConfig;
 use revoker::testing::{Reply, TestServer};
-use tokenwatch::Config;
 use tokenwatch::scenario::Scenario;
 
 use crate::support::{self, create_topic, produce, unique_name, until};
@@ -87,11 +86,7 @@ async fn killed_repeatedly_it_still_processes_everything_and_revokes_once() {
     let issuer = TestServer::start(Reply::status(200)).await;
     let topic = unique_name("crash-events");
     create_topic(&topic, 4).await;
-    let mut config =
-        Config::from_toml(&format!("[ingest]\ntopics = [\"{topic}\"]\n"), "inline").unwrap();
-    config.ingest.brokers = support::brokers();
-    config.ingest.group_id = unique_name("crash-group");
-    config.ingest.dead_letter_topic = unique_name("crash-dlq");
+    let mut config = support::config("crash", &topic).await;
     // A killed member leaves the group only when its session times out.
     config
         .ingest
@@ -102,8 +97,6 @@ async fn killed_repeatedly_it_still_processes_everything_and_revokes_once() {
         .properties
         .insert("heartbeat.interval.ms".into(), "500".into());
     config.decision.mode = schemas::Mode::Enforce;
-    config.revoker.ledger_topic = unique_name("crash-ledger");
-    create_topic(&config.revoker.ledger_topic, 1).await;
     config.revoker.issuers.insert(
         "demo-oauth".into(),
         IssuerConfig::post(format!("http://{}/revoke/{{token_id}}", issuer.addr)),

@@ -7,11 +7,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use detectors::GeoIpConfig;
-use ingest::{IngestConfig, IngestMetrics};
+use ingest::IngestMetrics;
 use revoker::IssuerConfig;
 use revoker::testing::{Reply, TestServer};
 use schemas::{Action, Event, Mode};
-use tokenwatch::Config;
 use tokenwatch::pipeline::{self, FlowStats};
 use tokio::sync::oneshot;
 
@@ -50,23 +49,7 @@ async fn benign_traffic_passes_and_impossible_travel_is_revoked() {
     }
     produce(&topic, &records).await;
 
-    let mut ingest = IngestConfig::new(vec![topic.clone()]);
-    ingest.brokers = support::brokers();
-    ingest.group_id = unique_name("detect-group");
-    ingest.dead_letter_topic = unique_name("detect-dlq");
-    let mut config = Config {
-        ingest,
-        detectors: Default::default(),
-        decision: Default::default(),
-        revoker: Default::default(),
-        admin: tokenwatch::admin::AdminConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..Default::default()
-        },
-        source: None,
-    };
-    config.revoker.ledger_topic = unique_name("detect-ledger");
-    create_topic(&config.revoker.ledger_topic, 1).await;
+    let mut config = support::config("detect", &topic).await;
     let issuer = TestServer::start(Reply::status(200)).await;
     config.revoker.issuers.insert(
         "oauth".into(),

@@ -10,7 +10,6 @@ use revoker::testing::{Reply, TestServer};
 use revoker::{IssuerConfig, WebhookConfig};
 use schemas::{Action, Mode};
 use tokenwatch::Config;
-use tokenwatch::admin::AdminConfig;
 use tokenwatch::scenario::Scenario;
 
 use crate::support::{
@@ -29,28 +28,10 @@ async fn config_for(
 ) -> Config {
     let topic = unique_name("product-events");
     create_topic(&topic, 4).await;
-    let mut ingest = IngestConfig::new(vec![topic]);
-    ingest.brokers = support::brokers();
-    ingest.group_id = unique_name("product-group");
-    ingest.dead_letter_topic = unique_name("product-dlq");
-    let detectors = support::scenario_detectors(scenario, &temp_dir());
-    let mut config = Config {
-        ingest,
-        detectors,
-        decision: detectors::DecisionConfig {
-            mode: Mode::Enforce,
-            ..Default::default()
-        },
-        revoker: Default::default(),
-        admin: AdminConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            token_env: "TW_E2E_ADMIN_TOKEN".into(),
-            ..Default::default()
-        },
-        source: None,
-    };
-    config.revoker.ledger_topic = unique_name("product-ledger");
-    create_topic(&config.revoker.ledger_topic, 1).await;
+    let mut config = support::config("product", &topic).await;
+    config.detectors = support::scenario_detectors(scenario, &temp_dir());
+    config.decision.mode = Mode::Enforce;
+    config.admin.token_env = "TW_E2E_ADMIN_TOKEN".into();
     config.revoker.issuers.insert(
         "demo-oauth".into(),
         IssuerConfig::post(format!("http://{}/revoke/{{token_id}}", issuer.addr)),

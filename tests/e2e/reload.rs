@@ -81,13 +81,7 @@ action = "revoke"
 async fn sighup_reloads_rules_and_a_bad_set_keeps_the_old_one() {
     let topic = unique_name("reload-events");
     create_topic(&topic, 1).await;
-    let mut config =
-        Config::from_toml(&format!("[ingest]\ntopics = [\"{topic}\"]\n"), "inline").unwrap();
-    config.ingest.brokers = support::brokers();
-    config.ingest.group_id = unique_name("reload-group");
-    config.ingest.dead_letter_topic = unique_name("reload-dlq");
-    config.revoker.ledger_topic = unique_name("reload-ledger");
-    create_topic(&config.revoker.ledger_topic, 1).await;
+    let mut config = support::config("reload", &topic).await;
     let admin = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap()

@@ -36,6 +36,23 @@ pub fn require_broker() {
     }
 }
 
+/// A config that reads `topic` on the test broker, with its own consumer
+/// group, dead-letter topic and (created) ledger topic, all named after
+/// `name`, and the admin server on a free loopback port. Everything else is
+/// the documented default.
+pub async fn config(name: &str, topic: &str) -> tokenwatch::Config {
+    let mut config =
+        tokenwatch::Config::from_toml(&format!("[ingest]\ntopics = [\"{topic}\"]\n"), "inline")
+            .unwrap();
+    config.ingest.brokers = brokers();
+    config.ingest.group_id = unique_name(&format!("{name}-group"));
+    config.ingest.dead_letter_topic = unique_name(&format!("{name}-dlq"));
+    config.revoker.ledger_topic = unique_name(&format!("{name}-ledger"));
+    create_topic(&config.revoker.ledger_topic, 1).await;
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
 /// A topic name no other test or run uses.
 pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
