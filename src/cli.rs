@@ -263,9 +263,10 @@ async fn replay(
     let mut out = std::io::BufWriter::new(stdout.lock());
     let stats = crate::replay::run(config, &inputs, enforce, &mut out).await?;
     eprintln!(
-        "replayed {} events ({} rejected lines): {} alert and {} revoke decisions ({})",
+        "replayed {} events ({} records refused, {} skipped as no token's call): {} alert and {} revoke decisions ({})",
         stats.events,
         stats.rejected,
+        stats.skipped,
         stats.alerts,
         stats.revocations,
         if enforce {

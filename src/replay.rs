@@ -21,7 +21,10 @@ use crate::pipeline;
 #[derive(Debug, Default, PartialEq)]
 pub struct ReplayStats {
     pub events: u64,
+    /// Refused records (a bad record of a CloudTrail file counts alone).
     pub rejected: u64,
+    /// Records that are no token's call (see `tokenwatch_skipped_total`).
+    pub skipped: u64,
     pub alerts: u64,
     pub revocations: u64,
 }
@@ -63,6 +66,7 @@ pub async fn run(
     let mut stats = ReplayStats {
         events: events.len() as u64,
         rejected: metrics.dead_lettered_total(),
+        skipped: metrics.skipped.load(std::sync::atomic::Ordering::Relaxed),
         ..Default::default()
     };
     let mut write = |decisions: &[Decision], stats: &mut ReplayStats| -> anyhow::Result<()> {

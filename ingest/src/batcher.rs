@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use schemas::decode::{Decoded, Decoder};
+use schemas::decode::{Decoder, Output, Rejected};
 use schemas::{
     ColumnsError, DecodeError, Event, EventBatch, Origin, Secret, events_to_record_batch,
 };
@@ -22,7 +22,7 @@ pub struct BatchBuilder {
     last_offsets: Vec<(TopicPartition, i64)>,
     tally: Tally,
     /// Reused for each record's decoded events.
-    decoded: Vec<Decoded>,
+    decoded: Output,
 }
 
 /// What a full or lingered batch turns into.
@@ -45,14 +45,20 @@ impl BatchBuilder {
             secrets: Vec::new(),
             last_offsets: Vec::new(),
             tally: Tally::default(),
-            decoded: Vec::new(),
+            decoded: Output::default(),
         }
     }
 
     /// Decodes one record into the batch. On error the record is counted as
     /// dead-lettered and the caller must write it to its dead-letter sink
-    /// before the batch is acknowledged.
-    pub fn push(&mut self, payload: Option<&[u8]>, origin: Origin) -> Result<(), DecodeError> {
+    /// before the batch is acknowledged. So must it each element returned:
+    /// the bad records of a CloudTrail file, refused one by one (and
+    /// counted) while the file's good records join the batch.
+    pub fn push(
+        &mut self,
+        payload: Option<&[u8]>,
+        origin: Origin,
+    ) -> Result<Vec<Rejected>, DecodeError> {
         self.records += 1;
         self.tally.records += 1;
         self.tally.bytes += payload.map_or(0, |p| p.len() as u64);
@@ -62,7 +68,7 @@ impl BatchBuilder {
             .decoder
             .decode_into(payload.unwrap_or_default(), &mut decoded);
         // A CloudTrail file yields many events; they share the record's origin.
-        for d in decoded.drain(..) {
+        for d in decoded.events.drain(..) {
             if let Some(secret) = d.secret {
                 self.secrets.push((self.events.len(), secret));
             }
@@ -70,9 +76,15 @@ impl BatchBuilder {
             self.origins.push(origin.clone());
             self.tally.events += 1;
         }
+        self.tally.skipped += decoded.skipped;
+        let rejected = std::mem::take(&mut decoded.rejected);
+        for r in &rejected {
+            self.tally.dead_lettered[r.error.index()] += 1;
+        }
+        decoded.clear();
         self.decoded = decoded;
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(rejected),
             Err(e) => {
                 self.tally.dead_lettered[e.index()] += 1;
                 Err(e)
@@ -191,5 +203,47 @@ mod tests {
             done.tally.dead_lettered[DecodeError::InvalidJson.index()],
             2
         );
+    }
+
+    #[test]
+    fn a_file_s_bad_records_are_returned_alone_and_its_skips_counted() {
+        let mut b = BatchBuilder::new(
+            Decoder::new(Format::Cloudtrail, 1 << 16, Fingerprinter::new(b"k")),
+            8,
+        );
+        let record = |key: Option<&str>, time: &str| {
+            let mut r = serde_json::json!({
+                "eventTime": time,
+                "eventSource": "s3.amazonaws.com",
+                "eventName": "GetObject",
+                "userIdentity": {"type": "AWSService"},
+            });
+            if let Some(key) = key {
+                r["userIdentity"]["accessKeyId"] = key.into();
+            }
+            r
+        };
+        let file = serde_json::json!({"Records": [
+            record(Some("AKIA1"), "2026-11-20T10:00:00Z"),
+            record(Some("AKIA2"), "not a time"),
+            record(None, "2026-11-20T10:00:01Z"),
+            record(Some("AKIA3"), "2026-11-20T10:00:02Z"),
+        ]});
+        let rejected = b
+            .push(Some(file.to_string().as_bytes()), origin(0, 3))
+            .unwrap();
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(
+            (rejected[0].index, rejected[0].error),
+            (1, DecodeError::InvalidTimestamp)
+        );
+        let done = b.finish().unwrap();
+        let events = record_batch_to_events(&done.batch.records).unwrap();
+        let keys: Vec<_> = events.iter().map(|e| e.token_id.as_str()).collect();
+        assert_eq!(keys, ["AKIA1", "AKIA3"]);
+        assert_eq!(done.batch.origins, vec![origin(0, 3), origin(0, 3)]);
+        let t = &done.tally;
+        assert_eq!((t.records, t.events, t.skipped), (1, 2, 1));
+        assert_eq!(t.dead_lettered[DecodeError::InvalidTimestamp.index()], 1);
     }
 }

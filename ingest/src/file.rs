@@ -138,8 +138,15 @@ impl FileSource {
             // over-limit marker so it is counted as too large.
             let over = vec![b' '; usize::from(oversized) * (self.max_record_bytes + 1)];
             let record = if oversized { over.as_slice() } else { trimmed };
-            if let Err(e) = builder.push(Some(record), origin) {
-                warn!(source = %name, line = number, reason = e.reason(), detail = %e, "Skipped a record that cannot be decoded.");
+            match builder.push(Some(record), origin) {
+                Ok(rejected) => {
+                    for r in rejected {
+                        warn!(source = %name, line = number, element = r.index, reason = r.error.reason(), detail = %r.error, "Refused one record of a file that cannot be decoded; the others were read.");
+                    }
+                }
+                Err(e) => {
+                    warn!(source = %name, line = number, reason = e.reason(), detail = %e, "Refused a record that cannot be decoded.")
+                }
             }
             if builder.is_full() {
                 self.flush(builder, output).await?;

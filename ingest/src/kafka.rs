@@ -39,6 +39,9 @@ pub mod header {
     pub const SOURCE_TOPIC: &str = "tokenwatch.source.topic";
     pub const SOURCE_PARTITION: &str = "tokenwatch.source.partition";
     pub const SOURCE_OFFSET: &str = "tokenwatch.source.offset";
+    /// For one bad record of a CloudTrail file: its index in `Records`. The
+    /// payload is that record alone; the file's good records were read.
+    pub const SOURCE_ELEMENT: &str = "tokenwatch.source.element";
     /// Size of the original payload when the dead-letter copy is truncated.
     pub const ORIGINAL_BYTES: &str = "tokenwatch.original_bytes";
     /// Present when a raw secret in the record was replaced by its
@@ -386,21 +389,31 @@ impl Loop<'_> {
             kafka_ts_ms: msg.timestamp().to_millis(),
         };
         let payload = msg.payload();
-        if let Err(error) = self.builder.push(payload, origin.clone()) {
-            self.dead_letter(msg, payload.unwrap_or_default(), error, origin)
-                .await?;
+        match self.builder.push(payload, origin.clone()) {
+            Ok(rejected) => {
+                for r in rejected {
+                    self.dead_letter(msg, &r.element, r.error, origin.clone(), Some(r.index))
+                        .await?;
+                }
+            }
+            Err(error) => {
+                self.dead_letter(msg, payload.unwrap_or_default(), error, origin, None)
+                    .await?
+            }
         }
         Ok(())
     }
 
-    /// Queues a dead-letter copy of a bad record; [`flush`](Self::flush)
-    /// waits for its delivery before the batch can be acknowledged.
+    /// Queues a dead-letter copy of a bad record, or of one bad `element`
+    /// of it; [`flush`](Self::flush) waits for its delivery before the
+    /// batch can be acknowledged.
     async fn dead_letter(
         &mut self,
         msg: &BorrowedMessage<'_>,
         payload: &[u8],
         error: DecodeError,
         origin: Origin,
+        element: Option<usize>,
     ) -> Result<(), RunError> {
         let max = self.source.config.max_record_bytes;
         // A raw secret in a rejected record is fingerprinted first: the
@@ -417,6 +430,12 @@ impl Loop<'_> {
             headers = headers.insert(Header {
                 key: header::REDACTED,
                 value: Some("token"),
+            });
+        }
+        if let Some(index) = element {
+            headers = headers.insert(Header {
+                key: header::SOURCE_ELEMENT,
+                value: Some(index.to_string().as_str()),
             });
         }
         let topic = self.source.config.dead_letter_topic.as_str();

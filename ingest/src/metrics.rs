@@ -22,8 +22,13 @@ pub struct IngestMetrics {
     /// Records behind the end of the assigned partitions, from librdkafka's
     /// statistics every few seconds (a gauge; 0 until the first report).
     pub consumer_lag: AtomicI64,
-    /// Records dead-lettered, by [`DecodeError::index`].
+    /// Records dead-lettered, by [`DecodeError::index`]. A bad record in a
+    /// CloudTrail file counts alone.
     pub dead_lettered: [AtomicU64; DecodeError::REASONS.len()],
+    /// Well-formed vendor records that are no token's call (a GitHub
+    /// web-session action, a CloudTrail `AwsServiceEvent`): not an event,
+    /// not an error.
+    pub skipped: AtomicU64,
 }
 
 /// Per-batch tallies, added to [`IngestMetrics`] in one go.
@@ -33,6 +38,7 @@ pub struct Tally {
     pub events: u64,
     pub bytes: u64,
     pub dead_lettered: [u64; DecodeError::REASONS.len()],
+    pub skipped: u64,
 }
 
 impl IngestMetrics {
@@ -40,6 +46,7 @@ impl IngestMetrics {
         self.records.fetch_add(t.records, Relaxed);
         self.events.fetch_add(t.events, Relaxed);
         self.bytes.fetch_add(t.bytes, Relaxed);
+        self.skipped.fetch_add(t.skipped, Relaxed);
         for (counter, n) in self.dead_lettered.iter().zip(t.dead_lettered) {
             if n > 0 {
                 counter.fetch_add(n, Relaxed);

@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use schemas::decode::{Decoder, Limits};
+use schemas::decode::{Decoder, Limits, Output};
 use schemas::{Event, Fingerprinter, Format, events_to_record_batch};
 
 fn realistic(i: usize) -> Event {
@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1024));
     for (name, records) in cases {
         group.bench_with_input(BenchmarkId::from_parameter(name), records, |b, records| {
-            let mut out = Vec::with_capacity(1);
+            let mut out = Output::default();
             b.iter(|| {
                 for r in records.iter() {
                     out.clear();
@@ -75,7 +75,7 @@ fn bench(c: &mut Criterion) {
     ] {
         let record = std::fs::read(format!("{dir}{file}")).unwrap();
         let decoder = Decoder::new(format, 1 << 20, Fingerprinter::new(b"bench-key"));
-        let mut out = Vec::with_capacity(1);
+        let mut out = Output::default();
         group.bench_function(format.as_str(), |b| {
             b.iter(|| {
                 out.clear();

@@ -85,8 +85,13 @@ pub fn render(s: &AdminState) -> String {
         ),
         (
             "tokenwatch_decode_errors_total",
-            "Records that could not be decoded (all dead-lettered).",
+            "Records that could not be decoded (all dead-lettered); a bad record in a CloudTrail file counts alone.",
             i.dead_lettered_total(),
+        ),
+        (
+            "tokenwatch_skipped_total",
+            "Well-formed vendor records that are no token's call (a GitHub web-session action, a CloudTrail AwsServiceEvent): not events, not errors.",
+            i.skipped.load(Relaxed),
         ),
     ];
     for (name, help, v) in counters {

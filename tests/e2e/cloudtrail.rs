@@ -149,6 +149,22 @@ async fn stolen_access_key_from_a_new_country_then_an_s3_burst_is_revoked_in_mot
             ));
         }
     }
+    // The colleague's first file also holds a broken record, refused alone
+    // while the other 30 are read, and an AWS service event, which no key
+    // made: skipped, not refused.
+    let mut broken = history[180].1.clone();
+    broken["eventTime"] = "yesterday".into();
+    let mut service = history[180].1.clone();
+    service["userIdentity"] = json!({ "type": "AWSService", "invokedBy": "s3.amazonaws.com" });
+    service["eventType"] = "AwsServiceEvent".into();
+    {
+        let first_file = &mut records[180 / 30].1;
+        let mut file: serde_json::Value = serde_json::from_slice(first_file).unwrap();
+        let elements = file["Records"].as_array_mut().unwrap();
+        elements.insert(7, broken.clone());
+        elements.push(service);
+        *first_file = file.to_string().into_bytes();
+    }
     let attack_ms = start_ms + 10 * 60 * MIN_MS;
     for n in 0..120 {
         let ts = attack_ms + n as i64 * 500;
@@ -245,14 +261,18 @@ async fn stolen_access_key_from_a_new_country_then_an_s3_burst_is_revoked_in_mot
     let _ = run.stop.send(());
     run.task.await.unwrap().unwrap();
 
-    assert_eq!(run.metrics.dead_lettered_total(), hostile.len() as u64);
+    assert_eq!(run.metrics.dead_lettered_total(), hostile.len() as u64 + 1);
+    assert_eq!(run.metrics.skipped.load(Relaxed), 1, "the service event");
     let dead = support::read_records(
         &config.ingest.dead_letter_topic,
-        hostile.len(),
+        hostile.len() + 1,
         Duration::from_secs(30),
     )
     .await;
-    let mut reasons: Vec<&str> = dead
+    let (elements, whole): (Vec<_>, Vec<_>) = dead
+        .iter()
+        .partition(|r| r.header("tokenwatch.source.element").is_some());
+    let mut reasons: Vec<&str> = whole
         .iter()
         .filter_map(|r| r.header("tokenwatch.reason"))
         .collect();
@@ -262,6 +282,18 @@ async fn stolen_access_key_from_a_new_country_then_an_s3_burst_is_revoked_in_mot
     assert_eq!(
         reasons, expected,
         "each hostile record dead-lettered with its reason"
+    );
+    // The broken record of a file: dead-lettered alone, with its place.
+    assert_eq!(elements.len(), 1);
+    let element = elements[0];
+    assert_eq!(
+        element.header("tokenwatch.reason"),
+        Some("invalid_timestamp")
+    );
+    assert_eq!(element.header("tokenwatch.source.element"), Some("7"));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&element.payload).unwrap(),
+        broken
     );
     assert_eq!(run.stats.events.load(Relaxed), total_events);
     assert_eq!(

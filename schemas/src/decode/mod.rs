@@ -136,6 +136,37 @@ pub struct Decoded {
     pub secret: Option<Secret>,
 }
 
+/// One element of a multi-record input (a CloudTrail file's `Records`)
+/// refused on its own; the file's other elements are still decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// Its position: `Records[index]`.
+    pub index: usize,
+    pub error: DecodeError,
+    /// The element alone, as JSON, for the dead-letter topic.
+    pub element: Vec<u8>,
+}
+
+/// What records decode into. Reused across records: each call appends.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Output {
+    pub events: Vec<Decoded>,
+    /// Elements of multi-record inputs refused one by one.
+    pub rejected: Vec<Rejected>,
+    /// Well-formed vendor records that are no token's call and so are not
+    /// an event: a GitHub web-session action, a CloudTrail `AwsServiceEvent`,
+    /// a Kubernetes `system:anonymous` request.
+    pub skipped: u64,
+}
+
+impl Output {
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.rejected.clear();
+        self.skipped = 0;
+    }
+}
+
 /// Decodes one record of a configured format.
 #[derive(Debug, Clone)]
 pub struct Decoder {
@@ -200,18 +231,27 @@ impl Decoder {
     }
 
     /// Decodes a record that holds one event (a CloudTrail file's first).
+    /// A record that is no token's call (a skip) is `MissingField("token")`
+    /// here.
     pub fn decode(&self, record: &[u8]) -> Result<Decoded, DecodeError> {
-        let mut out = Vec::with_capacity(1);
+        let mut out = Output::default();
         self.decode_into(record, &mut out)?;
-        out.into_iter()
-            .next()
-            .ok_or(DecodeError::MissingField("Records"))
+        match (
+            out.events.into_iter().next(),
+            out.rejected.into_iter().next(),
+        ) {
+            (Some(first), _) => Ok(first),
+            (None, Some(rejected)) => Err(rejected.error),
+            (None, None) if out.skipped > 0 => Err(DecodeError::MissingField("token")),
+            (None, None) => Err(DecodeError::MissingField("Records")),
+        }
     }
 
-    /// Decodes one record into `out`: usually one event, every record of a
-    /// CloudTrail file. On error nothing is added: the record goes to the
-    /// dead-letter topic whole.
-    pub fn decode_into(&self, record: &[u8], out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
+    /// Decodes one record into `out`: usually one event; every element of a
+    /// CloudTrail file, where a bad element is put in `out.rejected` and the
+    /// rest still decode; or a skip. On error nothing is added: the record
+    /// goes to the dead-letter topic whole.
+    pub fn decode_into(&self, record: &[u8], out: &mut Output) -> Result<(), DecodeError> {
         self.decode_at(record, now_ms(), out)
     }
 
@@ -220,50 +260,60 @@ impl Decoder {
         &self,
         record: &[u8],
         now_ms: i64,
-        out: &mut Vec<Decoded>,
+        out: &mut Output,
     ) -> Result<(), DecodeError> {
         if record.len() > self.max_record_bytes {
             return Err(DecodeError::TooLarge);
         }
         let text = std::str::from_utf8(record).map_err(|_| DecodeError::InvalidUtf8)?;
-        let start = out.len();
-        let decoded = self.decode_format(text, out);
-        let checked = decoded.and_then(|()| {
-            out[start..]
-                .iter()
-                .all(|d| self.skew.allows(d.event.ts_ms, now_ms))
-                .then_some(())
-                .ok_or(DecodeError::TimestampSkew)
-        });
-        if checked.is_err() {
-            out.truncate(start);
-        }
-        checked
-    }
-
-    fn decode_format(&self, text: &str, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
         if self.format == Format::Canonical {
-            out.push(canonical::decode_with(
-                text,
-                &self.fingerprinter,
-                &self.limits,
-            )?);
-            return Ok(());
+            let decoded = canonical::decode_with(text, &self.fingerprinter, &self.limits)?;
+            return self.accept(Some(decoded), now_ms, out);
         }
         self.limits.check(text.as_bytes())?;
         let value = vendor::parse(text)?;
         let issuer = self.issuer.as_str();
-        match self.format {
-            Format::Cloudtrail => return vendor::cloudtrail::decode(&value, issuer, out),
-            Format::Ocsf => out.push(vendor::ocsf::decode(&value, issuer)?),
-            Format::Github => out.push(vendor::github::decode(&value, issuer)?),
-            Format::K8s => out.push(vendor::k8s::decode(&value, issuer)?),
-            Format::Okta => out.push(vendor::okta::decode(&value, issuer)?),
-            Format::Canonical => out.push(canonical::decode_with(
-                text,
-                &self.fingerprinter,
-                &self.limits,
-            )?),
+        let decoded = match self.format {
+            Format::Cloudtrail => match vendor::cloudtrail::records(&value)? {
+                vendor::cloudtrail::Records::One(record) => {
+                    vendor::cloudtrail::decode(record, issuer)?
+                }
+                vendor::cloudtrail::Records::File(records) => {
+                    for (index, record) in records.iter().enumerate() {
+                        let accepted = vendor::cloudtrail::decode(record, issuer)
+                            .and_then(|d| self.accept(d, now_ms, out));
+                        if let Err(error) = accepted {
+                            out.rejected.push(Rejected {
+                                index,
+                                error,
+                                element: serde_json::to_vec(record).unwrap_or_default(),
+                            });
+                        }
+                    }
+                    return Ok(());
+                }
+            },
+            Format::Ocsf => vendor::ocsf::decode(&value, issuer)?,
+            Format::Github => vendor::github::decode(&value, issuer)?,
+            Format::K8s => vendor::k8s::decode(&value, issuer)?,
+            Format::Okta => vendor::okta::decode(&value, issuer)?,
+            // Decoded above; never reached, and no panic path if it were.
+            Format::Canonical => return Err(DecodeError::WrongKind("format")),
+        };
+        self.accept(decoded, now_ms, out)
+    }
+
+    /// Adds a decoded event if its time is within the skew, or counts a skip.
+    fn accept(
+        &self,
+        decoded: Option<Decoded>,
+        now_ms: i64,
+        out: &mut Output,
+    ) -> Result<(), DecodeError> {
+        match decoded {
+            None => out.skipped += 1,
+            Some(d) if self.skew.allows(d.event.ts_ms, now_ms) => out.events.push(d),
+            Some(_) => return Err(DecodeError::TimestampSkew),
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! | canonical | CloudTrail |
 //! |---|---|
 //! | `ts` | `eventTime` |
-//! | `token_id` | `userIdentity.accessKeyId` (required) |
+//! | `token_id` | `userIdentity.accessKeyId` (a record without one is skipped) |
 //! | `principal` | `userIdentity.arn`, else `userIdentity.userName` |
 //! | `action` | `eventSource` without `.amazonaws.com`, `:`, `eventName` (`s3:GetObject`) |
 //! | `src_ip` | `sourceIPAddress` when it is an address (not `AWS Internal`) |
@@ -22,38 +22,40 @@ use super::{address, count, one, required, service_action, text, timestamp};
 use crate::decode::{DecodeError, Decoded};
 use crate::event::Event;
 
-pub fn decode(value: &Value, issuer: &str, out: &mut Vec<Decoded>) -> Result<(), DecodeError> {
+/// The shapes a CloudTrail record arrives in.
+pub enum Records<'v> {
+    /// One record, bare or in an EventBridge event's `detail`.
+    One(&'v Value),
+    /// A delivered file's `Records`; each element is decoded on its own.
+    File(&'v [Value]),
+}
+
+pub fn records(value: &Value) -> Result<Records<'_>, DecodeError> {
     match value.get("Records") {
-        Some(Value::Array(records)) => {
-            for record in records {
-                out.push(record_event(record, issuer)?);
-            }
-            Ok(())
-        }
+        Some(Value::Array(records)) => Ok(Records::File(records)),
         Some(_) => Err(DecodeError::WrongType("Records")),
-        None => {
-            let record = match (value.get("detail-type"), value.get("detail")) {
+        None => Ok(Records::One(
+            match (value.get("detail-type"), value.get("detail")) {
                 (Some(Value::String(_)), Some(detail)) => detail,
                 _ => value,
-            };
-            out.push(record_event(record, issuer)?);
-            Ok(())
-        }
+            },
+        )),
     }
 }
 
-fn record_event(r: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
+/// One record. `None` for a call made with no access key (an
+/// `AwsServiceEvent`, an anonymous request): no token to watch.
+pub fn decode(r: &Value, issuer: &str) -> Result<Option<Decoded>, DecodeError> {
     if !r.is_object() {
         return Err(DecodeError::NotAnObject);
     }
     let source = required(r, "eventSource")?;
     let name = required(r, "eventName")?;
-    let mut e = Event::new(
-        timestamp(r, "eventTime")?,
-        required(r, "userIdentity.accessKeyId")?,
-        issuer,
-        service_action(&source, &name),
-    );
+    let ts = timestamp(r, "eventTime")?;
+    let Some(key) = text(r, "userIdentity.accessKeyId")? else {
+        return Ok(None);
+    };
+    let mut e = Event::new(ts, key, issuer, service_action(&source, &name));
     e.principal = text(r, "userIdentity.arn")?.or(text(r, "userIdentity.userName")?);
     e.src_ip = address(r, "sourceIPAddress")?;
     e.user_agent = text(r, "userAgent")?;
@@ -71,7 +73,7 @@ fn record_event(r: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
     e.status = Some(status(text(r, "errorCode")?.as_deref()));
     e.bytes_out = count(r, "additionalEventData.bytesTransferredOut")?;
     e.request_id = text(r, "requestID")?.or(text(r, "eventID")?);
-    Ok(one(e))
+    Ok(Some(one(e)))
 }
 
 /// CloudTrail records an error code, not an HTTP status; this is the

@@ -3,7 +3,7 @@
 //! | canonical | GitHub |
 //! |---|---|
 //! | `ts` | `@timestamp`, else `created_at` (epoch ms) |
-//! | `token_id` | `token_id`, else `hashed_token` (required: events made with a token) |
+//! | `token_id` | `token_id`, else `hashed_token` (an event with neither, made in a web session, is skipped) |
 //! | `principal` | `actor` |
 //! | `action` | `action` (`repo.download_zip`, `git.clone`) |
 //! | `src_ip` | `actor_ip` |
@@ -20,17 +20,18 @@ use super::{address, id, one, required, text, timestamp};
 use crate::decode::{DecodeError, Decoded};
 use crate::event::Event;
 
-pub fn decode(v: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
+/// `None` for an event made with no token (a web-session action).
+pub fn decode(v: &Value, issuer: &str) -> Result<Option<Decoded>, DecodeError> {
     let ts = if v.get("@timestamp").is_some() {
         timestamp(v, "@timestamp")?
     } else {
         timestamp(v, "created_at")?
     };
-    let token = match id(v, "token_id")? {
-        Some(id) => id,
-        None => required(v, "hashed_token")?,
+    let action = required(v, "action")?;
+    let Some(token) = id(v, "token_id")?.or(text(v, "hashed_token")?) else {
+        return Ok(None);
     };
-    let mut e = Event::new(ts, token, issuer, required(v, "action")?);
+    let mut e = Event::new(ts, token, issuer, action);
     e.principal = text(v, "actor")?;
     e.src_ip = address(v, "actor_ip")?;
     e.user_agent = text(v, "user_agent")?;
@@ -39,5 +40,5 @@ pub fn decode(v: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
         .or(text(v, "repository")?)
         .or(text(v, "org")?);
     e.request_id = text(v, "request_id")?.or(text(v, "_document_id")?);
-    Ok(one(e))
+    Ok(Some(one(e)))
 }

@@ -3,7 +3,7 @@
 //! | canonical | Kubernetes |
 //! |---|---|
 //! | `ts` | `requestReceivedTimestamp`, else `stageTimestamp` |
-//! | `token_id` | `user.extra["authentication.kubernetes.io/credential-id"][0]` (`JTI=...`, bound service-account tokens), else `user.username` |
+//! | `token_id` | `user.extra["authentication.kubernetes.io/credential-id"][0]` (`JTI=...`, bound service-account tokens), else `user.username`; a `system:anonymous` request is skipped |
 //! | `principal` | `user.username` |
 //! | `action` | `verb` and `objectRef.resource[/subresource]` (`get secrets`), else `verb` and `requestURI` |
 //! | `src_ip` | `sourceIPs[0]` |
@@ -19,8 +19,11 @@ use crate::decode::{DecodeError, Decoded};
 use crate::event::Event;
 
 const CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
+/// The user an unauthenticated request runs as.
+const ANONYMOUS: &str = "system:anonymous";
 
-pub fn decode(v: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
+/// `None` for a request with no credential (`system:anonymous`).
+pub fn decode(v: &Value, issuer: &str) -> Result<Option<Decoded>, DecodeError> {
     if let Some(kind) = v.get("kind")
         && kind != "Event"
     {
@@ -41,10 +44,11 @@ pub fn decode(v: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
         },
         Some(_) => return Err(DecodeError::WrongType("user.extra.credential-id")),
     };
-    let token = credential
-        .or_else(|| username.clone())
-        .ok_or(DecodeError::MissingField("user.username"))?;
     let verb = required(v, "verb")?;
+    let anonymous = username.as_deref().is_none_or(|u| u == ANONYMOUS);
+    let Some(token) = credential.or_else(|| username.clone().filter(|_| !anonymous)) else {
+        return Ok(None);
+    };
     let uri = text(v, "requestURI")?;
     let action = match (
         text(v, "objectRef.resource")?,
@@ -65,5 +69,5 @@ pub fn decode(v: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
     e.resource = uri;
     e.status = status(v, "responseStatus.code")?;
     e.request_id = text(v, "auditID")?;
-    Ok(one(e))
+    Ok(Some(one(e)))
 }

@@ -4,7 +4,7 @@
 //! | canonical | OCSF |
 //! |---|---|
 //! | `ts` | `time` (epoch ms) |
-//! | `token_id` | `actor.user.credential_uid`, else `actor.session.credential_uid` |
+//! | `token_id` | `actor.user.credential_uid`, else `actor.session.credential_uid`; an activity with neither is skipped |
 //! | `principal` | `actor.user.uid`, else `actor.user.name` |
 //! | `action` | `api.service.name` and `api.operation` (`s3:GetObject`: `.amazonaws.com` is dropped, as for CloudTrail), else `api.operation` |
 //! | `src_ip` | `src_endpoint.ip` |
@@ -26,21 +26,25 @@ use crate::event::Event;
 
 pub const API_ACTIVITY: u64 = 6003;
 
-pub fn decode(v: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
+/// `None` for an activity with no credential id on the actor.
+pub fn decode(v: &Value, issuer: &str) -> Result<Option<Decoded>, DecodeError> {
     match v.get("class_uid") {
         Some(c) if c.as_u64() == Some(API_ACTIVITY) => {}
         Some(_) => return Err(DecodeError::WrongKind("class_uid")),
         None => return Err(DecodeError::MissingField("class_uid")),
     }
-    let token = text(v, "actor.user.credential_uid")?
-        .or(text(v, "actor.session.credential_uid")?)
-        .ok_or(DecodeError::MissingField("actor.user.credential_uid"))?;
+    let ts = timestamp(v, "time")?;
     let operation = required(v, "api.operation")?;
+    let Some(token) =
+        text(v, "actor.user.credential_uid")?.or(text(v, "actor.session.credential_uid")?)
+    else {
+        return Ok(None);
+    };
     let action = match text(v, "api.service.name")? {
         Some(service) => service_action(&service, &operation),
         None => operation,
     };
-    let mut e = Event::new(timestamp(v, "time")?, token, issuer, action);
+    let mut e = Event::new(ts, token, issuer, action);
     e.principal = text(v, "actor.user.uid")?.or(text(v, "actor.user.name")?);
     e.src_ip = address(v, "src_endpoint.ip")?;
     e.user_agent = text(v, "http_request.user_agent")?;
@@ -53,5 +57,5 @@ pub fn decode(v: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
     e.status = status(v, "http_response.code")?;
     e.bytes_out = count(v, "traffic.bytes_out")?;
     e.request_id = text(v, "api.request.uid")?;
-    Ok(one(e))
+    Ok(Some(one(e)))
 }

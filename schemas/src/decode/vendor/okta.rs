@@ -3,7 +3,7 @@
 //! | canonical | Okta |
 //! |---|---|
 //! | `ts` | `published` |
-//! | `token_id` | `transaction.detail.requestApiTokenId` (API tokens), else `authenticationContext.externalSessionId` |
+//! | `token_id` | `transaction.detail.requestApiTokenId` (API tokens), else `authenticationContext.externalSessionId`; an event with neither is skipped |
 //! | `principal` | `actor.alternateId`, else `actor.id` |
 //! | `action` | `eventType` (`user.session.start`, `system.api_token.create`) |
 //! | `src_ip` | `client.ipAddress` |
@@ -20,19 +20,17 @@ use super::{address, one, required, text, timestamp};
 use crate::decode::{DecodeError, Decoded};
 use crate::event::Event;
 
-pub fn decode(v: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
+/// `None` for an event with neither an API token nor a session (a
+/// system event).
+pub fn decode(v: &Value, issuer: &str) -> Result<Option<Decoded>, DecodeError> {
+    let ts = timestamp(v, "published")?;
+    let action = required(v, "eventType")?;
     let session = text(v, "authenticationContext.externalSessionId")?;
-    let token = text(v, "transaction.detail.requestApiTokenId")?
-        .or_else(|| session.clone())
-        .ok_or(DecodeError::MissingField(
-            "transaction.detail.requestApiTokenId",
-        ))?;
-    let mut e = Event::new(
-        timestamp(v, "published")?,
-        token,
-        issuer,
-        required(v, "eventType")?,
-    );
+    let Some(token) = text(v, "transaction.detail.requestApiTokenId")?.or_else(|| session.clone())
+    else {
+        return Ok(None);
+    };
+    let mut e = Event::new(ts, token, issuer, action);
     e.principal = text(v, "actor.alternateId")?.or(text(v, "actor.id")?);
     e.src_ip = address(v, "client.ipAddress")?;
     e.user_agent = text(v, "client.userAgent.rawUserAgent")?;
@@ -49,5 +47,5 @@ pub fn decode(v: &Value, issuer: &str) -> Result<Decoded, DecodeError> {
         _ => None,
     };
     e.request_id = text(v, "uuid")?;
-    Ok(one(e))
+    Ok(Some(one(e)))
 }

@@ -1,6 +1,6 @@
 use proptest::prelude::*;
 
-use crate::decode::{DecodeError, Decoded, Decoder, Format, Limits, Skew};
+use crate::decode::{DecodeError, Decoder, Format, Limits, Output, Rejected, Skew};
 use crate::fingerprint::Fingerprinter;
 
 /// A fixed "now" a little after the fixtures' 2026-11-20.
@@ -15,16 +15,19 @@ fn decoder(format: Format) -> Decoder {
     Decoder::new(format, 1 << 20, Fingerprinter::new(b"k"))
 }
 
-fn decode_all(format: Format, record: &[u8]) -> Result<Vec<Decoded>, DecodeError> {
-    let mut out = Vec::new();
+fn decode_all(format: Format, record: &[u8]) -> Result<Output, DecodeError> {
+    let mut out = Output::default();
     decoder(format).decode_at(record, NOW_MS, &mut out)?;
     Ok(out)
 }
 
 fn one(format: Format, record: &[u8]) -> crate::Event {
     let mut all = decode_all(format, record).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(all.len(), 1);
-    let d = all.remove(0);
+    assert_eq!(
+        (all.events.len(), all.rejected.len(), all.skipped),
+        (1, 0, 0)
+    );
+    let d = all.events.remove(0);
     assert!(d.secret.is_none(), "vendor formats carry no raw secret");
     d.event
 }
@@ -54,7 +57,8 @@ fn cloudtrail_record_maps_the_documented_fields() {
 #[test]
 fn cloudtrail_file_shape_yields_every_record() {
     let all = decode_all(Format::Cloudtrail, &fixture("cloudtrail-file.json")).unwrap();
-    let events: Vec<_> = all.into_iter().map(|d| d.event).collect();
+    assert_eq!((all.rejected.len(), all.skipped), (0, 0));
+    let events: Vec<_> = all.events.into_iter().map(|d| d.event).collect();
     assert_eq!(events.len(), 2);
     assert_eq!(events[0].action, "iam:ListUsers");
     assert_eq!(events[0].src_ip, Some("2001:db8::7".parse().unwrap()));
@@ -66,12 +70,98 @@ fn cloudtrail_file_shape_yields_every_record() {
         events[1].session_id.as_deref(),
         Some("arn:aws:iam::123456789012:role/ci")
     );
-    // One bad record refuses the whole file (it is dead-lettered whole).
+}
+
+#[test]
+fn a_bad_record_in_a_cloudtrail_file_is_refused_alone() {
     let text = String::from_utf8(fixture("cloudtrail-file.json")).unwrap();
-    let broken = text.replacen("\"ASIAEXAMPLETEMPKEY\"", "null", 1);
+    let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let [first, second] = [&file["Records"][0], &file["Records"][1]];
+    let mut broken = second.clone();
+    broken["eventTime"] = "yesterday".into();
+    let mut service = first.clone();
+    service["userIdentity"] =
+        serde_json::json!({"type": "AWSService", "invokedBy": "ec2.amazonaws.com"});
+    service["eventType"] = "AwsServiceEvent".into();
+    let mut future = first.clone();
+    future["eventTime"] = "2099-01-01T00:00:00Z".into();
+    let records = serde_json::json!({"Records": [first, broken, service, second, future]});
+    let out = decode_all(Format::Cloudtrail, records.to_string().as_bytes()).unwrap();
+
+    // The good records decode; the bad ones are refused one by one, each
+    // with its position, its reason and itself; the service event is no
+    // token's call.
+    let ids: Vec<_> = out
+        .events
+        .iter()
+        .map(|d| d.event.token_id.as_str())
+        .collect();
+    assert_eq!(ids, ["AKIAIOSFODNN7EXAMPLE", "ASIAEXAMPLETEMPKEY"]);
+    let element = |v: &serde_json::Value| serde_json::to_vec(v).unwrap();
     assert_eq!(
-        decode_all(Format::Cloudtrail, broken.as_bytes()).unwrap_err(),
-        DecodeError::MissingField("userIdentity.accessKeyId")
+        out.rejected,
+        vec![
+            Rejected {
+                index: 1,
+                error: DecodeError::InvalidTimestamp,
+                element: element(&broken),
+            },
+            Rejected {
+                index: 4,
+                error: DecodeError::TimestampSkew,
+                element: element(&future),
+            },
+        ]
+    );
+    assert_eq!(out.skipped, 1);
+
+    // What makes the file itself unreadable still refuses it whole.
+    assert_eq!(
+        decode_all(Format::Cloudtrail, br#"{"Records":{"eventName":"x"}}"#).unwrap_err(),
+        DecodeError::WrongType("Records")
+    );
+}
+
+#[test]
+fn records_that_are_no_token_s_call_are_skipped_not_refused() {
+    let skipped = |format: Format, record: &str| {
+        let out = decode_all(format, record.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.events.is_empty() && out.rejected.is_empty(), "{record}");
+        out.skipped
+    };
+    let text = |name: &str| String::from_utf8(fixture(name)).unwrap();
+    let mut service: serde_json::Value =
+        serde_json::from_str(&text("cloudtrail-getobject.json")).unwrap();
+    service["userIdentity"] = serde_json::json!({"type": "AWSService"});
+    assert_eq!(skipped(Format::Cloudtrail, &service.to_string()), 1);
+    let anonymous = text("k8s-get-secret.json")
+        .replace(
+            "\"authentication.kubernetes.io/credential-id\"",
+            "\"other\"",
+        )
+        .replace("system:serviceaccount:payments:api", "system:anonymous");
+    assert_eq!(skipped(Format::K8s, &anonymous), 1);
+    let mut okta: serde_json::Value = serde_json::from_str(&text("okta-api-token.json")).unwrap();
+    okta["transaction"]["detail"] = serde_json::json!({});
+    okta["authenticationContext"]["externalSessionId"] = serde_json::Value::Null;
+    assert_eq!(skipped(Format::Okta, &okta.to_string()), 1);
+    let mut ocsf: serde_json::Value =
+        serde_json::from_str(&text("ocsf-api-activity.json")).unwrap();
+    ocsf["actor"]["user"]["credential_uid"] = serde_json::Value::Null;
+    ocsf["actor"]["session"]["credential_uid"] = serde_json::Value::Null;
+    assert_eq!(skipped(Format::Ocsf, &ocsf.to_string()), 1);
+
+    // A record that is not of the format at all is still refused: a skip
+    // needs the fields that make it one of the format's records.
+    assert_eq!(
+        decode_all(Format::Github, br#"{"note":"hello"}"#).unwrap_err(),
+        DecodeError::MissingField("created_at")
+    );
+    assert_eq!(
+        decoder(Format::Github)
+            .decode(service.to_string().as_bytes())
+            .unwrap_err(),
+        DecodeError::MissingField("created_at")
     );
 }
 
@@ -117,9 +207,15 @@ fn github_event_uses_the_token_id_and_access_type() {
         "\"hashed_token\":\"kAFIu0E2ihHHRPo0vCm7C2VQzfbbXO0yhZ6ErXWr5Io=\",",
         "",
     );
+    let out = decode_all(Format::Github, web.as_bytes()).unwrap();
     assert_eq!(
-        decode_all(Format::Github, web.as_bytes()).unwrap_err(),
-        DecodeError::MissingField("hashed_token")
+        (out.events.len(), out.skipped),
+        (0, 1),
+        "a web-session event is skipped"
+    );
+    assert_eq!(
+        decoder(Format::Github).decode(web.as_bytes()).unwrap_err(),
+        DecodeError::MissingField("token")
     );
 }
 
@@ -188,10 +284,10 @@ fn ocsf_api_activity_maps_and_other_classes_are_refused() {
 #[test]
 fn the_issuer_can_be_configured() {
     let d = decoder(Format::Cloudtrail).with_issuer(Some("aws-prod"));
-    let mut out = Vec::new();
+    let mut out = Output::default();
     d.decode_at(&fixture("cloudtrail-getobject.json"), NOW_MS, &mut out)
         .unwrap();
-    assert_eq!(out[0].event.issuer, "aws-prod");
+    assert_eq!(out.events[0].event.issuer, "aws-prod");
 }
 
 /// Every format, and a record of it.
@@ -227,7 +323,7 @@ fn with_named(record: &[u8], name: &str, value: &str) -> Vec<u8> {
 fn every_format_refuses_hostile_records_with_a_reason() {
     for (format, record) in samples() {
         assert_eq!(
-            decode_all(format, &record).map(|v| v.len()).ok(),
+            decode_all(format, &record).map(|v| v.events.len()).ok(),
             Some(1),
             "{format:?}"
         );
@@ -269,13 +365,13 @@ fn every_format_refuses_hostile_records_with_a_reason() {
         );
         // Far future and far past, against the configured skew.
         let skewed = |now_ms: i64, skew: Skew| {
-            let mut out = Vec::new();
+            let mut out = Output::default();
             decoder(format)
                 .with_skew(skew)
                 .decode_at(&record, now_ms, &mut out)
-                .map(|()| out.len())
+                .map(|()| out.events.len())
         };
-        let ts = decode_all(format, &record).unwrap()[0].event.ts_ms;
+        let ts = decode_all(format, &record).unwrap().events[0].event.ts_ms;
         let skew = Skew {
             max_future_ms: 60_000,
             max_past_ms: Some(3_600_000),
@@ -374,7 +470,14 @@ proptest! {
     fn no_format_panics_on_arbitrary_json(value in json()) {
         let bytes = serde_json::to_vec(&value).unwrap();
         for format in Format::ALL {
-            let _ = decode_all(format, &bytes);
+            if let Ok(out) = decode_all(format, &bytes) {
+                // One record is one outcome, except a CloudTrail file.
+                let outcomes = out.events.len() + out.rejected.len() + out.skipped as usize;
+                prop_assert!(outcomes == 1 || format == Format::Cloudtrail);
+                for r in &out.rejected {
+                    prop_assert!(serde_json::from_slice::<serde_json::Value>(&r.element).is_ok());
+                }
+            }
         }
     }
 
