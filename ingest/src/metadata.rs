@@ -22,7 +22,13 @@ use crate::{BuildError, RunError};
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetadataUpdate {
     Upsert(TokenMetadata),
-    Remove { issuer: String, token_id: String },
+    Remove {
+        issuer: String,
+        token_id: String,
+    },
+    /// Every record on the topic when the source started has been sent
+    /// before this (sent once; at once for an empty topic).
+    CaughtUp,
 }
 
 /// Progress of the metadata source, for readiness and metrics.
@@ -121,6 +127,9 @@ impl MetadataSource {
     pub async fn run(mut self, output: mpsc::Sender<MetadataUpdate>) -> Result<(), RunError> {
         let span = info_span!("metadata", topic = %self.topic);
         async move {
+            if self.targets.is_empty() && output.send(MetadataUpdate::CaughtUp).await.is_err() {
+                return Ok(());
+            }
             loop {
                 let msg = self.consumer.recv().await.map_err(RunError::Consume)?;
                 let (partition, offset) = (msg.partition(), msg.offset());
@@ -148,6 +157,9 @@ impl MetadataSource {
                             applied = self.progress.applied.load(Relaxed),
                             "Token metadata caught up."
                         );
+                        if output.send(MetadataUpdate::CaughtUp).await.is_err() {
+                            return Ok(());
+                        }
                     }
                 }
             }

@@ -3,7 +3,7 @@
 //! | route | auth | what |
 //! |---|---|---|
 //! | `GET /healthz` | - | the process is up |
-//! | `GET /readyz` | - | partitions assigned and detection ready |
+//! | `GET /readyz` | - | token metadata applied, partitions assigned, detection ready |
 //! | `GET /metrics` | - | Prometheus text; no token ids as labels |
 //! | `GET /v1/tokens/{issuer}/{token_id}` | - | state, metadata, recent decisions, ledger record |
 //! | `GET /v1/decisions?limit=N` | - | recent decisions, newest first |
@@ -146,7 +146,13 @@ async fn readyz(State(s): State<AdminState>) -> Response {
         .ingest
         .assigned_partitions
         .load(std::sync::atomic::Ordering::Relaxed);
-    if assigned > 0 {
+    if !*s.flow.metadata_ready.borrow() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: reading the token-metadata topic; events wait until it is applied\n",
+        )
+            .into_response()
+    } else if assigned > 0 {
         (
             StatusCode::OK,
             format!("ready: {assigned} partition(s) assigned, detection running\n"),

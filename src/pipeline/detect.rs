@@ -189,6 +189,9 @@ pub async fn detect_stage(
                 Some(Control::Metadata(MetadataUpdate::Remove { issuer, token_id })) => {
                     engine.remove_metadata(&issuer, &token_id);
                 }
+                Some(Control::Metadata(MetadataUpdate::CaughtUp)) => {
+                    stats.metadata_ready.send_replace(true);
+                }
                 Some(Control::Describe { issuer, token_id, reply }) => {
                     let _ = reply.send(engine.describe_token(&issuer, &token_id));
                 }

@@ -62,9 +62,10 @@ pub async fn run(
     let revoking = tokio::spawn(revoker.run(command_rx));
     let (control_tx, control_rx) = mpsc::channel(64);
     let mut helpers = Vec::new();
+    let metadata_progress = Arc::new(MetadataProgress::default());
     if let Some(topic) = &config.ingest.metadata_topic {
-        let progress = Arc::new(MetadataProgress::default());
-        let metadata = MetadataSource::build(&config.ingest, topic, progress)
+        stats.metadata_ready.send_replace(false);
+        let metadata = MetadataSource::build(&config.ingest, topic, metadata_progress.clone())
             .with_context(|| format!("cannot follow the token-metadata topic {topic}"))?;
         let (tx, mut rx) = mpsc::channel(256);
         helpers.push(tokio::spawn(async move {
@@ -107,7 +108,13 @@ pub async fn run(
         detect_stage(rx, engine, control_rx, reload, stats.clone(), commands)
             .instrument(info_span!("detect")),
     );
-    let ingest = source.run(tx, shutdown).await;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let ingest = if metadata_applied(&stats, &metadata_progress, shutdown.as_mut()).await {
+        source.run(tx, shutdown).await
+    } else {
+        drop(tx);
+        Ok(())
+    };
     stage.await?;
     // The admin API holds a handle on the revoker: stop it (and the other
     // helpers) first, so the revoker sees its last sender go and finishes.
@@ -117,6 +124,39 @@ pub async fn run(
     }
     revoking.await?;
     Ok(ingest?)
+}
+
+/// Waits until the detect stage has applied the token-metadata topic as it
+/// stood at start, logging progress; `false` if `shutdown` came first.
+/// Events wait in Kafka meanwhile: none is judged without its metadata.
+async fn metadata_applied(
+    stats: &FlowStats,
+    progress: &MetadataProgress,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    let mut ready = stats.metadata_ready.subscribe();
+    if *ready.borrow() {
+        return true;
+    }
+    tracing::info!("Reading the token-metadata topic before any event.");
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+    every.tick().await;
+    loop {
+        tokio::select! {
+            changed = ready.wait_for(|ready| *ready) => {
+                tracing::info!(
+                    applied = progress.applied.load(std::sync::atomic::Ordering::Relaxed),
+                    "Token metadata applied; reading events."
+                );
+                return changed.is_ok();
+            }
+            _ = every.tick() => tracing::info!(
+                applied = progress.applied.load(std::sync::atomic::Ordering::Relaxed),
+                "Still reading the token-metadata topic; events wait until it is applied."
+            ),
+            () = shutdown.as_mut() => return false,
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,5 +1,6 @@
 //! The token-metadata topic on the real broker: read from the beginning,
-//! caught up, then followed live, tombstones included.
+//! caught up, then followed live, tombstones included; and the pipeline
+//! reads no event before the topic is applied.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -9,7 +10,7 @@ use ingest::{IngestConfig, MetadataProgress, MetadataSource, MetadataUpdate};
 use rdkafka::producer::FutureRecord;
 use tokio::sync::mpsc;
 
-use crate::support::{self, create_topic, producer, unique_name, until};
+use crate::support::{self, create_topic, produce, producer, unique_name, until};
 
 async fn send(topic: &str, key: &str, value: Option<&str>) {
     let p = producer();
@@ -60,11 +61,9 @@ async fn reads_the_whole_topic_then_follows_it() {
     seen.sort_by_key(|u| format!("{u:?}"));
     assert!(matches!(&seen[0], MetadataUpdate::Upsert(m) if m.token_id == "t1"));
     assert!(matches!(&seen[1], MetadataUpdate::Upsert(m) if m.token_id == "t2"));
-    // The bad record is counted, and the source reports it caught up.
-    until("the source to catch up", Duration::from_secs(30), || {
-        progress.caught_up.load(Relaxed)
-    })
-    .await;
+    // Then the source says it has caught up, and the bad record is counted.
+    assert_eq!(next(&mut rx).await, MetadataUpdate::CaughtUp);
+    assert!(progress.caught_up.load(Relaxed));
     assert_eq!(progress.invalid.load(Relaxed), 1);
 
     // Live: a change and a tombstone arrive as they are produced.
@@ -95,4 +94,52 @@ async fn a_missing_topic_is_a_clear_build_error() {
     .err()
     .expect("build fails");
     assert!(err.to_string().contains("absent-metadata"), "{err}");
+}
+
+/// Events already waiting when the pipeline starts are judged with the
+/// metadata already on the topic: the very first event of a token whose
+/// scopes forbid its action is out of scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_event_is_judged_before_the_metadata_topic_is_applied() {
+    let metadata = unique_name("token-metadata");
+    create_topic(&metadata, 3).await;
+    let tokens = 300;
+    for n in 0..tokens {
+        let value = format!(r#"{{"issuer":"oauth","token_id":"t{n}","scopes":["GET /v1/*"]}}"#);
+        send(&metadata, &format!("oauth/t{n}"), Some(&value)).await;
+    }
+    let topic = unique_name("metadata-events");
+    create_topic(&topic, 1).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // The last token's first call, at the head of the event topic.
+    let last = format!("t{}", tokens - 1);
+    let mut e = schemas::Event::new(now - 60_000, &last, "oauth", "DELETE /admin/users/7");
+    e.request_id = Some("first".into());
+    produce(&topic, &[(last.clone(), e.to_json().into_bytes())]).await;
+
+    let mut config = support::config("metadata", &topic).await;
+    config.ingest.metadata_topic = Some(metadata.clone());
+    let run = support::start(&config).await;
+    until(
+        "the first event to be decided",
+        Duration::from_secs(60),
+        || run.stats.events.load(Relaxed) >= 1,
+    )
+    .await;
+    assert!(
+        *run.stats.metadata_ready.borrow(),
+        "events were read before the metadata was applied"
+    );
+    let decisions = run.stats.recent(10);
+    let _ = run.stop.send(());
+    run.task.await.unwrap().unwrap();
+    let first = decisions
+        .iter()
+        .find(|d| d.token_id == last)
+        .unwrap_or_else(|| panic!("no decision for {last}: {decisions:?}"));
+    let kinds: Vec<&str> = first.findings.iter().map(|f| f.kind).collect();
+    assert!(kinds.contains(&"out_of_scope"), "{kinds:?}");
 }
