@@ -101,6 +101,17 @@ impl PolicyConfig {
     /// Every rule: the inline ones, then each file's, in order. Lists every
     /// file that cannot be read or parsed.
     pub fn all_rules(&self) -> Result<Vec<RuleConfig>, Vec<String>> {
+        let (rules, problems) = self.readable_rules();
+        if problems.is_empty() {
+            Ok(rules)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The rules that can be read, and a problem for each file that cannot,
+    /// so a check can still compile the rest.
+    pub fn readable_rules(&self) -> (Vec<RuleConfig>, Vec<String>) {
         let mut rules = self.rules.clone();
         let mut problems = Vec::new();
         for path in &self.files {
@@ -109,10 +120,6 @@ impl PolicyConfig {
                 Err(e) => problems.push(e),
             }
         }
-        if problems.is_empty() {
-            Ok(rules)
-        } else {
-            Err(problems)
-        }
+        (rules, problems)
     }
 }

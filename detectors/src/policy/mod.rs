@@ -46,20 +46,21 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 /// unreadable rule files, and rules that do not compile. Prefixed with
 /// `detectors.policy`.
 pub fn check(config: &crate::DetectorsConfig) -> Vec<String> {
-    let rules = match config.policy.all_rules() {
-        Ok(rules) => rules,
-        Err(problems) => return prefixed(problems),
-    };
+    // Unreadable files are listed, and the readable rules still compiled,
+    // so one run shows every problem.
+    let (rules, mut problems) = config.policy.readable_rules();
     let path = config
         .geoip
         .as_ref()
         .and_then(|g| g.anonymous_db.as_deref());
     // An unreadable database is reported by the GeoIP checks.
     let anonymous = udf::open_anonymous_db(path).unwrap_or_default();
-    PolicySet::compile(&rules, &anonymous)
-        .err()
-        .map(prefixed)
-        .unwrap_or_default()
+    problems.extend(
+        PolicySet::compile(&rules, &anonymous)
+            .err()
+            .unwrap_or_default(),
+    );
+    prefixed(problems)
 }
 
 fn prefixed(problems: Vec<String>) -> Vec<String> {
