@@ -112,6 +112,23 @@ macro_rules! primitive {
 }
 
 /// Builds a `RecordBatch` with [`event_schema`] from events.
+/// The index of the first enrichment column (`country`). The columns before
+/// it are the input's, which enrichment never changes.
+pub const ENRICHMENT_START: usize = 14;
+
+/// The enrichment columns, `country` to `as_org`, of `events`.
+pub fn enrichment_columns(events: &[Event]) -> Vec<ArrayRef> {
+    vec![
+        strings(events, |e| e.country.as_deref()),
+        strings(events, |e| e.city.as_deref()),
+        primitive!(Float64Builder, events, |e: &Event| e.lat),
+        primitive!(Float64Builder, events, |e: &Event| e.lon),
+        primitive!(UInt16Builder, events, |e: &Event| e.accuracy_km),
+        primitive!(UInt32Builder, events, |e: &Event| e.asn),
+        strings(events, |e| e.as_org.as_deref()),
+    ]
+}
+
 pub fn events_to_record_batch(events: &[Event]) -> Result<RecordBatch, ColumnsError> {
     let ts = {
         let mut b = TimestampMillisecondBuilder::with_capacity(events.len()).with_timezone("UTC");
@@ -131,7 +148,7 @@ pub fn events_to_record_batch(events: &[Event]) -> Result<RecordBatch, ColumnsEr
         }
         Arc::new(b.finish()) as ArrayRef
     };
-    let columns = vec![
+    let mut columns = vec![
         ts,
         strings(events, |e| Some(e.token_id.as_str())),
         strings(events, |e| Some(e.issuer.as_str())),
@@ -146,14 +163,8 @@ pub fn events_to_record_batch(events: &[Event]) -> Result<RecordBatch, ColumnsEr
         primitive!(UInt64Builder, events, |e: &Event| e.bytes_out),
         primitive!(UInt64Builder, events, |e: &Event| e.records_out),
         strings(events, |e| e.request_id.as_deref()),
-        strings(events, |e| e.country.as_deref()),
-        strings(events, |e| e.city.as_deref()),
-        primitive!(Float64Builder, events, |e: &Event| e.lat),
-        primitive!(Float64Builder, events, |e: &Event| e.lon),
-        primitive!(UInt16Builder, events, |e: &Event| e.accuracy_km),
-        primitive!(UInt32Builder, events, |e: &Event| e.asn),
-        strings(events, |e| e.as_org.as_deref()),
     ];
+    columns.extend(enrichment_columns(events));
     Ok(RecordBatch::try_new(event_schema(), columns)?)
 }
 

@@ -34,7 +34,10 @@ pub mod sample;
 pub mod time;
 
 pub use batch::{EventBatch, Origin};
-pub use columns::{ColumnsError, event_schema, events_to_record_batch, record_batch_to_events};
+pub use columns::{
+    ColumnsError, ENRICHMENT_START, enrichment_columns, event_schema, events_to_record_batch,
+    record_batch_to_events,
+};
 pub use decision::{Decision, Mode, Repeats, SystemAlert};
 pub use decode::{DecodeError, Decoded, Format, Secret};
 pub use event::Event;

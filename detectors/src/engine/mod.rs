@@ -1,7 +1,7 @@
 //! The detection stage: enriches each event, runs the detectors with the
 //! token's state, and hands the findings to the [`Decider`].
 
-use datafusion::arrow::array::{Array, BooleanArray};
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
 use schemas::{Event, EventBatch, Origin, TokenMetadata, record_batch_to_events};
 
 use crate::binding::BindingDetector;
@@ -162,11 +162,22 @@ impl Engine {
     /// Processes an Arrow batch from ingest.
     pub fn process_batch(&mut self, batch: &EventBatch) -> Result<DecisionOutput, RunError> {
         let mut events = record_batch_to_events(&batch.records)?;
-        Ok(self.process(&mut events, &batch.origins))
+        Ok(self.process_read(&mut events, &batch.origins, Some(&batch.records)))
     }
 
     /// Enriches `events` in place and returns the decisions they lead to.
     pub fn process(&mut self, events: &mut [Event], origins: &[Origin]) -> DecisionOutput {
+        self.process_read(events, origins, None)
+    }
+
+    /// [`process`](Self::process), with the batch `events` were read from
+    /// when there is one: policy rules reuse its columns.
+    fn process_read(
+        &mut self,
+        events: &mut [Event],
+        origins: &[Origin],
+        input: Option<&RecordBatch>,
+    ) -> DecisionOutput {
         let mut out = DecisionOutput::default();
         let mut findings = Vec::new();
         let anonymity: Vec<Anonymity> = events.iter_mut().map(|e| self.enrich(e)).collect();
@@ -174,7 +185,7 @@ impl Engine {
             .iter()
             .map(|e| self.store.key(&e.issuer, &e.token_id))
             .collect();
-        let rules = self.evaluate_policy(events, &keys);
+        let rules = self.evaluate_policy(events, &keys, input);
         for (row, (event, origin)) in events.iter_mut().zip(origins).enumerate() {
             self.events += 1;
             let anonymity = anonymity[row];
@@ -232,7 +243,12 @@ impl Engine {
     }
 
     /// Evaluates the rules on the (enriched) batch, once for all rows.
-    fn evaluate_policy(&mut self, events: &[Event], keys: &[TokenKey]) -> Option<RuleMatches> {
+    fn evaluate_policy(
+        &mut self,
+        events: &[Event],
+        keys: &[TokenKey],
+        input: Option<&RecordBatch>,
+    ) -> Option<RuleMatches> {
         if self.policy.is_empty() {
             return None;
         }
@@ -251,7 +267,7 @@ impl Engine {
             })
             .collect();
         self.policy_stats.evaluations += 1;
-        match policy_batch(events, &token_age_s) {
+        match policy_batch(events, &token_age_s, input) {
             Ok(batch) => Some(RuleMatches {
                 masks: self.policy.evaluate(&batch),
                 token_age_s,

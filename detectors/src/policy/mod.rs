@@ -22,8 +22,8 @@ use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use schemas::{
-    ColumnsError, DetectorKind, Event, EventRef, Evidence, Finding, Origin, event_schema,
-    events_to_record_batch,
+    ColumnsError, DetectorKind, ENRICHMENT_START, Event, EventRef, Evidence, Finding, Origin,
+    enrichment_columns, event_schema, events_to_record_batch,
 };
 
 pub use config::{PolicyConfig, RuleAction, RuleConfig, RuleFile, Severity};
@@ -75,13 +75,24 @@ pub fn policy_schema() -> SchemaRef {
     Arc::clone(&SCHEMA)
 }
 
-/// The batch rules are evaluated on.
+/// The batch rules are evaluated on: the enriched `events` and their ages.
+/// `input`, the batch `events` were read from, lends its input columns
+/// (enrichment never changes them), so only the enrichment is built anew.
 pub fn policy_batch(
     events: &[Event],
     token_age_s: &[Option<i64>],
+    input: Option<&RecordBatch>,
 ) -> Result<RecordBatch, ColumnsError> {
-    let base = events_to_record_batch(events)?;
-    let mut columns = base.columns().to_vec();
+    let mut columns = match input {
+        Some(input)
+            if input.num_rows() == events.len() && *input.schema_ref() == event_schema() =>
+        {
+            let mut columns = input.columns()[..ENRICHMENT_START].to_vec();
+            columns.extend(enrichment_columns(events));
+            columns
+        }
+        _ => events_to_record_batch(events)?.columns().to_vec(),
+    };
     columns.push(Arc::new(Int64Array::from(token_age_s.to_vec())));
     Ok(RecordBatch::try_new(policy_schema(), columns)?)
 }

@@ -22,7 +22,7 @@ fn event(action: &str, country: Option<&str>, ip: &str, bytes_out: u64) -> Event
 }
 
 fn matches(set: &mut PolicySet, events: &[Event], ages: &[Option<i64>]) -> Vec<Vec<bool>> {
-    let batch = policy_batch(events, ages).unwrap();
+    let batch = policy_batch(events, ages, None).unwrap();
     set.evaluate(&batch)
         .into_iter()
         .map(|m| {
@@ -157,7 +157,7 @@ fn a_rule_failing_at_run_time_matches_nothing_and_is_counted() {
     // A cast of a value that is not a number fails only when it runs.
     let rules = [rule("bad_cast", "CAST(action AS INT) > 3")];
     let mut set = PolicySet::compile(&rules, &no_db()).unwrap();
-    let batch = policy_batch(&[event("GET /", None, "8.8.8.8", 1)], &[None]).unwrap();
+    let batch = policy_batch(&[event("GET /", None, "8.8.8.8", 1)], &[None], None).unwrap();
     assert!(set.evaluate(&batch)[0].is_none());
     assert_eq!(set.stats()[0].errors, 1);
 }

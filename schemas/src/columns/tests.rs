@@ -86,6 +86,12 @@ fn schema_marks_required_columns_non_nullable() {
         .collect();
     assert_eq!(required, [col::TS, col::TOKEN_ID, col::ISSUER, col::ACTION]);
     assert_eq!(schema.fields().len(), 21);
+    // Enrichment columns come last, from `country` on.
+    assert_eq!(schema.index_of(col::COUNTRY).unwrap(), ENRICHMENT_START);
+    assert_eq!(
+        ENRICHMENT_START + enrichment_columns(&[]).len(),
+        schema.fields().len()
+    );
 }
 
 #[test]
