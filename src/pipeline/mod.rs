@@ -180,3 +180,39 @@ pub async fn shutdown_signal() {
         () = term => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn events_wait_until_the_metadata_is_applied_or_shutdown() {
+        let stats = FlowStats::default();
+        let progress = MetadataProgress::default();
+        let mut never = std::pin::pin!(std::future::pending::<()>());
+        assert!(
+            metadata_applied(&stats, &progress, never.as_mut()).await,
+            "no topic: no wait"
+        );
+
+        stats.metadata_ready.send_replace(false);
+        let mut waiting = std::pin::pin!(metadata_applied(&stats, &progress, never.as_mut()));
+        // Polled once: still waiting.
+        assert!(
+            tokio::time::timeout(Duration::ZERO, waiting.as_mut())
+                .await
+                .is_err()
+        );
+        stats.metadata_ready.send_replace(true);
+        assert!(waiting.await);
+
+        stats.metadata_ready.send_replace(false);
+        let mut shutdown = std::pin::pin!(std::future::ready(()));
+        assert!(
+            !metadata_applied(&stats, &progress, shutdown.as_mut()).await,
+            "a shutdown while waiting reads no event"
+        );
+    }
+}
