@@ -264,48 +264,56 @@ mod tests {
         assert_eq!(read_line_bounded(&mut r, &mut buf, 8).await.unwrap(), None);
     }
 
+    /// Writes `bytes` to a file called `name` and replays it with `config`:
+    /// every event read, with its origin, and the source's metrics.
+    async fn replay_file(
+        name: &str,
+        bytes: &[u8],
+        config: &IngestConfig,
+    ) -> (Vec<(schemas::Event, Origin)>, Arc<IngestMetrics>) {
+        let dir = std::env::temp_dir().join(format!(
+            "tokenwatch-file-source-{}-{name}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let metrics = Arc::new(IngestMetrics::default());
+        let source = FileSource::new(&[path.display().to_string()], config, metrics.clone());
+        let (tx, mut rx) = mpsc::channel(16);
+        source.run(tx).await.unwrap();
+        let mut seen = Vec::new();
+        while let Some(d) = rx.recv().await {
+            let events = record_batch_to_events(&d.batch.records).unwrap();
+            seen.extend(events.into_iter().zip(d.batch.origins.iter().cloned()));
+            d.ack.done();
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+        (seen, metrics)
+    }
+
+    fn line(i: usize) -> String {
+        format!(r#"{{"ts":{i},"token_id":"t{i}","issuer":"i","action":"a","request_id":"r{i}"}}"#)
+            + "\n"
+    }
+
     #[tokio::test]
     async fn replays_a_file_into_batches_and_counts_rejects() {
-        let dir =
-            std::env::temp_dir().join(format!("tokenwatch-file-source-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("events.ndjson");
-        let mut text = String::new();
-        for i in 0..25 {
-            text.push_str(&format!(
-                r#"{{"ts":{i},"token_id":"t{i}","issuer":"i","action":"a","request_id":"r{i}"}}"#
-            ));
-            text.push('\n');
-        }
+        let mut text: String = (0..25).map(line).collect();
         text.push_str("not json\n\n");
         text.push_str(&format!("{{\"pad\":\"{}\"}}\n", "x".repeat(5000)));
-        std::fs::write(&path, text).unwrap();
-
         let mut config = IngestConfig::new(vec!["unused".into()]);
         config.batch_max_records = 10;
         config.max_record_bytes = 4096;
-        let metrics = Arc::new(IngestMetrics::default());
-        let source = FileSource::new(&[path.display().to_string()], &config, metrics.clone());
-        let (tx, mut rx) = mpsc::channel(16);
-        source.run(tx).await.unwrap();
+        let (seen, metrics) = replay_file("events.ndjson", text.as_bytes(), &config).await;
 
-        let mut seen = Vec::new();
-        while let Some(d) = rx.recv().await {
-            seen.extend(
-                record_batch_to_events(&d.batch.records)
-                    .unwrap()
-                    .into_iter()
-                    .map(|e| e.request_id.unwrap()),
-            );
-            assert!(
-                d.batch
-                    .origins
-                    .iter()
-                    .all(|o| o.partition == 0 && o.offset >= 1)
-            );
-            d.ack.done();
-        }
-        assert_eq!(seen, (0..25).map(|i| format!("r{i}")).collect::<Vec<_>>());
+        let ids: Vec<_> = seen
+            .iter()
+            .map(|(e, _)| e.request_id.clone().unwrap())
+            .collect();
+        assert_eq!(ids, (0..25).map(|i| format!("r{i}")).collect::<Vec<_>>());
+        assert!(seen.iter().all(|(_, o)| o.partition == 0 && o.offset >= 1));
+        assert_eq!(metrics.batches.load(Relaxed), 3);
         assert_eq!(metrics.events.load(Relaxed), 25);
         assert_eq!(metrics.records.load(Relaxed), 27);
         assert_eq!(
@@ -316,7 +324,6 @@ mod tests {
             metrics.dead_lettered[DecodeError::TooLarge.index()].load(Relaxed),
             1
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     async fn gzip(data: &[u8]) -> Vec<u8> {
@@ -331,11 +338,6 @@ mod tests {
 
     #[tokio::test]
     async fn reads_gzip_input_member_after_member_with_bounded_lines() {
-        let line = |i: usize| {
-            format!(
-                r#"{{"ts":{i},"token_id":"t{i}","issuer":"i","action":"a","request_id":"r{i}"}}"#
-            ) + "\n"
-        };
         let first: String = (0..3).map(line).collect();
         // A second member, as `cat a.gz b.gz` makes, with a line that
         // inflates far past the record limit.
@@ -344,27 +346,14 @@ mod tests {
         compressed.extend(gzip(second.as_bytes()).await);
         assert!(compressed.len() < 4096, "the long line compresses small");
 
-        let dir = std::env::temp_dir().join(format!("tokenwatch-gzip-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("events.json.gz");
-        std::fs::write(&path, compressed).unwrap();
         let mut config = IngestConfig::new(vec!["unused".into()]);
         config.max_record_bytes = 4096;
-        let metrics = Arc::new(IngestMetrics::default());
-        let source = FileSource::new(&[path.display().to_string()], &config, metrics.clone());
-        let (tx, mut rx) = mpsc::channel(16);
-        source.run(tx).await.unwrap();
-        let mut seen = Vec::new();
-        while let Some(d) = rx.recv().await {
-            let events = record_batch_to_events(&d.batch.records).unwrap();
-            seen.extend(events.into_iter().map(|e| e.token_id));
-            d.ack.done();
-        }
-        assert_eq!(seen, ["t0", "t1", "t2", "t3"]);
+        let (seen, metrics) = replay_file("events.json.gz", &compressed, &config).await;
+        let ids: Vec<_> = seen.iter().map(|(e, _)| e.token_id.as_str()).collect();
+        assert_eq!(ids, ["t0", "t1", "t2", "t3"]);
         assert_eq!(
             metrics.dead_lettered[DecodeError::TooLarge.index()].load(Relaxed),
             1
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }
