@@ -249,9 +249,12 @@ mod tests {
             "#,
             "inline",
         );
+        // The unreadable file, and the readable rules still compiled: every
+        // problem in one run.
         let err = err.expect_err("bad rules");
-        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems.len(), 2, "{err}");
         assert!(err.problems[0].contains("/no/such/rules.toml"), "{err}");
+        assert!(err.problems[1].contains("rule `typo`"), "{err}");
         let err = Config::from_toml(
             "[ingest]\ntopics = [\"t\"]\n[[detectors.policy.rules]]\nname = \"typo\"\nwhen = \"contry = 'FR'\"\n",
             "inline",

@@ -180,21 +180,3 @@ fn findings_carry_the_rule_its_severity_and_its_action() {
     assert_eq!(f.evidence.facts["token_age_s"], 42);
     assert_eq!(f.evidence.events[0].offset, 7);
 }
-
-#[test]
-fn check_lists_an_unreadable_file_and_still_compiles_the_other_rules() {
-    let mut config = crate::DetectorsConfig::default();
-    config.policy.rules = vec![rule("typo", "contry = 'FR'"), rule("fine", "status = 500")];
-    config.policy.files = vec!["/nonexistent/tokenwatch-rules.toml".into()];
-    let problems = check(&config);
-    assert_eq!(problems.len(), 2, "{problems:?}");
-    assert!(
-        problems[0].starts_with("detectors.policy: ")
-            && problems[0].contains("/nonexistent/tokenwatch-rules.toml"),
-        "{problems:?}"
-    );
-    assert!(
-        problems[1].contains("rule `typo`") && problems[1].contains("contry"),
-        "{problems:?}"
-    );
-}
