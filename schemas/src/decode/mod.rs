@@ -266,41 +266,52 @@ impl Decoder {
             return Err(DecodeError::TooLarge);
         }
         let text = std::str::from_utf8(record).map_err(|_| DecodeError::InvalidUtf8)?;
-        if self.format == Format::Canonical {
-            let decoded = canonical::decode_with(text, &self.fingerprinter, &self.limits)?;
-            return self.accept(Some(decoded), now_ms, out);
-        }
-        self.limits.check(text.as_bytes())?;
-        let value = vendor::parse(text)?;
+        // Vendor records pass the structural limits before they are parsed.
+        let parse = || {
+            self.limits.check(text.as_bytes())?;
+            vendor::parse(text)
+        };
         let issuer = self.issuer.as_str();
         let decoded = match self.format {
-            Format::Cloudtrail => match vendor::cloudtrail::records(&value)? {
-                vendor::cloudtrail::Records::One(record) => {
-                    vendor::cloudtrail::decode(record, issuer)?
-                }
-                vendor::cloudtrail::Records::File(records) => {
-                    for (index, record) in records.iter().enumerate() {
-                        let accepted = vendor::cloudtrail::decode(record, issuer)
-                            .and_then(|d| self.accept(d, now_ms, out));
-                        if let Err(error) = accepted {
-                            out.rejected.push(Rejected {
-                                index,
-                                error,
-                                element: serde_json::to_vec(record).unwrap_or_default(),
-                            });
-                        }
+            Format::Canonical => Some(canonical::decode_with(
+                text,
+                &self.fingerprinter,
+                &self.limits,
+            )?),
+            Format::Cloudtrail => {
+                let value = parse()?;
+                match vendor::cloudtrail::records(&value)? {
+                    vendor::cloudtrail::Records::One(record) => {
+                        vendor::cloudtrail::decode(record, issuer)?
                     }
-                    return Ok(());
+                    vendor::cloudtrail::Records::File(records) => {
+                        self.decode_file(records, now_ms, out);
+                        return Ok(());
+                    }
                 }
-            },
-            Format::Ocsf => vendor::ocsf::decode(&value, issuer)?,
-            Format::Github => vendor::github::decode(&value, issuer)?,
-            Format::K8s => vendor::k8s::decode(&value, issuer)?,
-            Format::Okta => vendor::okta::decode(&value, issuer)?,
-            // Decoded above; never reached, and no panic path if it were.
-            Format::Canonical => return Err(DecodeError::WrongKind("format")),
+            }
+            Format::Ocsf => vendor::ocsf::decode(&parse()?, issuer)?,
+            Format::Github => vendor::github::decode(&parse()?, issuer)?,
+            Format::K8s => vendor::k8s::decode(&parse()?, issuer)?,
+            Format::Okta => vendor::okta::decode(&parse()?, issuer)?,
         };
         self.accept(decoded, now_ms, out)
+    }
+
+    /// A CloudTrail file's records, each decoded on its own: a bad one goes
+    /// to `out.rejected` and the rest still decode.
+    fn decode_file(&self, records: &[serde_json::Value], now_ms: i64, out: &mut Output) {
+        for (index, record) in records.iter().enumerate() {
+            let accepted = vendor::cloudtrail::decode(record, &self.issuer)
+                .and_then(|d| self.accept(d, now_ms, out));
+            if let Err(error) = accepted {
+                out.rejected.push(Rejected {
+                    index,
+                    error,
+                    element: serde_json::to_vec(record).unwrap_or_default(),
+                });
+            }
+        }
     }
 
     /// Adds a decoded event if its time is within the skew, or counts a skip.
