@@ -315,11 +315,14 @@ async fn stolen_access_key_from_a_new_country_then_an_s3_burst_is_revoked_in_mot
         !text.contains(&benign),
         "no alert about the colleague's key"
     );
-    let decisions: Vec<&serde_json::Value> = payloads
+    // Webhooks are delivered concurrently, so they may arrive out of order:
+    // put the decisions in the order of the events that triggered them.
+    let mut decisions: Vec<&serde_json::Value> = payloads
         .iter()
         .filter(|p| p["type"] == "tokenwatch.decision")
         .map(|p| &p["data"])
         .collect();
+    decisions.sort_by_key(|d| d["event_ts_ms"].as_i64());
     assert!(
         decisions
             .iter()
