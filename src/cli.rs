@@ -80,6 +80,27 @@ enum Command {
     /// Policy rules.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// GeoIP databases.
+    #[command(subcommand)]
+    Geoip(GeoipCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum GeoipCommand {
+    /// Open each MaxMind DB file (City, DB-IP Lite, ASN, Anonymous-IP),
+    /// report the layout it has, decode a sample of its records, and look
+    /// up the given addresses in all of them together. Exits 1 if a file
+    /// cannot be used or a sampled record does not decode.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// An address to look up (repeatable).
+        #[arg(long = "ip")]
+        ips: Vec<std::net::IpAddr>,
+        /// Records to decode from each file.
+        #[arg(long, default_value_t = detectors::geoip::SAMPLE)]
+        sample: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +161,15 @@ impl Cli {
                 .and_then(|rt| rt.block_on(revoke(config, issuer, token, reason, principal))),
             Command::Rules(RulesCommand::Test { dir, anonymous_db }) => {
                 return rules_test(&dir, anonymous_db.as_deref());
+            }
+            Command::Geoip(GeoipCommand::Check { files, ips, sample }) => {
+                let (report, ok) = detectors::geoip::inspect(&files, &ips, sample);
+                print!("{report}");
+                return if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                };
             }
         };
         match result {

@@ -197,7 +197,7 @@ mod tests {
         // Every section is spelled out, and equal to the defaults it documents.
         let geoip = config.detectors.geoip.clone().expect("geoip section");
         let policy = config.detectors.policy.clone();
-        assert_eq!(policy.files.len(), 2);
+        assert_eq!(policy.files.len(), 3);
         assert_eq!(
             config.detectors,
             detectors::DetectorsConfig {

@@ -10,7 +10,8 @@
 
 use std::net::IpAddr;
 
-use detectors::geo::{GeoConfig, distance_km};
+use detectors::geo::distance_km;
+use detectors::learning::LearningConfig;
 use detectors::novelty::NoveltyConfig;
 use detectors::volume::VolumeConfig;
 use detectors::{DetectorsConfig, GeoIp};
@@ -218,9 +219,23 @@ impl Scenario {
             };
             match *name {
                 "mass_export" => {
-                    // 40 exports of 50 MB within a minute: 2 GB.
+                    // 40 exports of 50 MB within a minute, 2 GB, by the
+                    // thief's own script from far away: a volume cap and
+                    // impossible travel, two kinds of evidence that need
+                    // no learned history (a restarted instance sees them).
+                    let far = places
+                        .iter()
+                        .rev()
+                        .find(|p| {
+                            p.country != home.country
+                                && distance_km(home.lat, home.lon, p.lat, p.lon) > 3000.0
+                        })
+                        .unwrap_or(&places[places.len() - 1]);
+                    events.push(base(at_ms - 1000, 100));
                     for n in 0..40 {
                         let mut e = base(at_ms + n as i64 * 1500, n);
+                        e.src_ip = Some(far.ip);
+                        e.user_agent = Some("python-requests/2.31.0".into());
                         e.action = "GET /v1/orders/export".into();
                         e.bytes_out = Some(50 << 20);
                         e.records_out = Some(100_000);
@@ -236,8 +251,10 @@ impl Scenario {
                         })
                         .unwrap_or(&places[places.len() - 1]);
                     events.push(base(at_ms, 0));
+                    // The thief, far away, with their own client.
                     let mut e = base(at_ms + 10 * 60_000, 1);
                     e.src_ip = Some(far.ip);
+                    e.user_agent = Some("curl/8.5.0".into());
                     events.push(e);
                 }
                 "out_of_scope_admin" => {
@@ -319,12 +336,12 @@ impl Scenario {
                 warmup: learning / 2,
                 ..Default::default()
             },
-            geo: GeoConfig {
-                learning_period: learning,
-                ..Default::default()
+            learning: LearningConfig {
+                min_history: learning,
+                min_events: 20,
+                full_confidence_events: 40,
             },
             novelty: NoveltyConfig {
-                learning_period: learning,
                 forget_after: learning * 30,
                 ..Default::default()
             },

@@ -20,6 +20,8 @@ use detectors::decision::DecisionConfig;
 use detectors::expiry::ExpiryDetector;
 use detectors::geo::{GeoConfig, GeoDetector};
 use detectors::geoip::{GeoIp, GeoIpConfig};
+use detectors::learning::LearningConfig;
+use detectors::networks::{Networks, NetworksConfig};
 use detectors::novelty::{NoveltyConfig, NoveltyDetector};
 use detectors::scope::ScopeDetector;
 use detectors::volume::{VolumeConfig, VolumeDetector};
@@ -175,10 +177,20 @@ fn per_detector(c: &mut Criterion) {
             "volume",
             Box::new(VolumeDetector::new(VolumeConfig::default())),
         ),
-        ("geo", Box::new(GeoDetector::new(GeoConfig::default()))),
+        (
+            "geo",
+            Box::new(GeoDetector::new(
+                GeoConfig::default(),
+                LearningConfig::default(),
+                Networks::new(&NetworksConfig::default()),
+            )),
+        ),
         (
             "novelty",
-            Box::new(NoveltyDetector::new(NoveltyConfig::default())),
+            Box::new(NoveltyDetector::new(
+                NoveltyConfig::default(),
+                LearningConfig::default(),
+            )),
         ),
         ("binding", Box::new(BindingDetector)),
         ("scope", Box::new(ScopeDetector)),

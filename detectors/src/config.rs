@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::geo::GeoConfig;
 use crate::geoip::GeoIpConfig;
+use crate::learning::LearningConfig;
+use crate::networks::NetworksConfig;
 use crate::novelty::NoveltyConfig;
 use crate::policy::PolicyConfig;
 use crate::volume::VolumeConfig;
@@ -39,6 +41,10 @@ pub struct DetectorsConfig {
     /// (counted). About 250 B each.
     #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
+    /// Cap on principals whose learned context new tokens inherit (same
+    /// state size as a token; the idlest are evicted). 0 turns it off.
+    #[serde(default = "default_max_principals")]
+    pub max_principals: usize,
     /// A token with no event for this long is forgotten.
     #[serde(default = "default_idle_expiry", with = "humantime_serde")]
     pub idle_expiry: Duration,
@@ -57,6 +63,13 @@ pub struct DetectorsConfig {
     /// Token metadata file (JSON array or one object per line).
     #[serde(default)]
     pub metadata_file: Option<PathBuf>,
+    /// When a token's history is long enough for novelty and new-country
+    /// findings.
+    #[serde(default)]
+    pub learning: LearningConfig,
+    /// Cloud/hosting/CI and mobile networks, whose geolocation is unreliable.
+    #[serde(default)]
+    pub networks: NetworksConfig,
     #[serde(default)]
     pub volume: VolumeConfig,
     #[serde(default)]
@@ -77,6 +90,9 @@ pub struct DetectorsConfig {
 fn default_max_tokens() -> usize {
     1_000_000
 }
+fn default_max_principals() -> usize {
+    200_000
+}
 fn default_idle_expiry() -> Duration {
     Duration::from_secs(14 * 86_400)
 }
@@ -91,11 +107,14 @@ impl Default for DetectorsConfig {
     fn default() -> Self {
         DetectorsConfig {
             max_tokens: default_max_tokens(),
+            max_principals: default_max_principals(),
             idle_expiry: default_idle_expiry(),
             lateness: default_lateness(),
             purge_interval: default_purge_interval(),
             geoip: None,
             metadata_file: None,
+            learning: LearningConfig::default(),
+            networks: NetworksConfig::default(),
             volume: VolumeConfig::default(),
             geo: GeoConfig::default(),
             novelty: NoveltyConfig::default(),
@@ -117,6 +136,9 @@ impl DetectorsConfig {
                 self.max_tokens
             ));
         }
+        if self.max_principals > 50_000_000 {
+            p.push("detectors.max_principals: at most 50000000".into());
+        }
         if self.idle_expiry < Duration::from_secs(60) {
             p.push("detectors.idle_expiry: must be at least 1m".into());
         }
@@ -126,18 +148,8 @@ impl DetectorsConfig {
         if self.purge_interval.is_zero() {
             p.push("detectors.purge_interval: must be positive".into());
         }
-        for (name, learning) in [
-            ("geo", self.geo.enabled.then_some(self.geo.learning_period)),
-            (
-                "novelty",
-                self.novelty.enabled.then_some(self.novelty.learning_period),
-            ),
-        ] {
-            if learning.is_some_and(|l| l >= self.idle_expiry) {
-                p.push(format!(
-                    "detectors.idle_expiry: shorter than detectors.{name}.learning_period, so a quiet token would be forgotten before it finished learning"
-                ));
-            }
+        if self.learning.min_history >= self.idle_expiry {
+            p.push("detectors.idle_expiry: shorter than detectors.learning.min_history, so a quiet token would be forgotten before it finished learning".into());
         }
         if self.volume.enabled && self.volume.warmup >= self.idle_expiry {
             p.push("detectors.idle_expiry: shorter than detectors.volume.warmup".into());
@@ -153,6 +165,7 @@ impl DetectorsConfig {
                 path.display()
             ));
         }
+        p.extend(self.learning.validate());
         p.extend(self.volume.validate());
         p.extend(self.geo.validate());
         p.extend(self.novelty.validate());

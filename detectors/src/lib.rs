@@ -8,6 +8,8 @@
 //! - [`state`]: the per-token [`TokenStore`] (cap, idle expiry, evictions)
 //!   and, in [`state::window`], the sliding window and EWMA baseline.
 //! - [`detector`]: the [`Detector`] trait and the [`Observation`] it sees.
+//! - [`learning`]: when a token's history is long enough for "new";
+//!   [`networks`]: cloud/hosting/CI and mobile networks.
 //! - One module per detector: [`volume`], [`geo`], [`novelty`] (with the
 //!   user-agent and action classifiers), [`binding`], [`scope`], [`expiry`].
 //! - [`metadata`]: token metadata (scopes, bound networks and device,
@@ -27,7 +29,9 @@ pub mod expiry;
 pub mod geo;
 pub mod geoip;
 pub mod glob;
+pub mod learning;
 pub mod metadata;
+pub mod networks;
 pub mod novelty;
 pub mod policy;
 pub mod scope;

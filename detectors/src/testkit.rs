@@ -63,6 +63,15 @@ pub fn linkoping(e: Event) -> Event {
     at(e, "89.160.20.112", "SE", 58.4167, 15.6167, 76, 29518)
 }
 
+/// Learning that needs one event and a day of history, at full confidence.
+pub fn learning_one_day() -> crate::learning::LearningConfig {
+    crate::learning::LearningConfig {
+        min_events: 1,
+        min_history: std::time::Duration::from_secs(86_400),
+        full_confidence_events: 1,
+    }
+}
+
 /// Drives one detector over one token's events, in order.
 pub struct Harness<D: Detector> {
     pub detector: D,
@@ -92,6 +101,7 @@ impl<D: Detector> Harness<D> {
         let o = origin(self.offset);
         let ts_s = (e.ts_ms / 1000) as u32;
         self.state.last_seen_s = self.state.last_seen_s.max(ts_s);
+        self.state.events = self.state.events.saturating_add(1);
         let obs = Observation {
             event: e,
             origin: &o,

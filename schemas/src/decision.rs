@@ -36,6 +36,12 @@ pub struct Decision {
     /// Findings from detectors in shadow mode: reported, never acted on.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shadow_findings: Vec<Finding>,
+    /// What a revocation rests on, by kind of evidence: `deterministic:
+    /// out_of_scope`, or two statistical kinds such as `network:
+    /// impossible_travel` and `client: new_user_agent`. Empty unless the
+    /// findings called for a revocation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub basis: Vec<String>,
     /// Repeats of this (token, detector) finding that were folded into this
     /// decision instead of alerting again, and over how long.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -207,8 +207,7 @@ async fn stolen_access_key_from_a_new_country_then_an_s3_burst_is_revoked_in_mot
     let mut config = support::config("cloudtrail", &topic).await;
     config.ingest.format = Format::Cloudtrail;
     config.detectors.geoip = Some(geoip);
-    config.detectors.geo.learning_period = Duration::from_secs(2 * 3600);
-    config.detectors.novelty.learning_period = Duration::from_secs(2 * 3600);
+    config.detectors.learning.min_history = Duration::from_secs(2 * 3600);
     config.detectors.volume.warmup = Duration::from_secs(3600);
     config.decision.mode = Mode::Enforce;
     let hooks = TestServer::start(Reply::status(204)).await;

@@ -40,10 +40,23 @@ async fn benign_traffic_passes_and_impossible_travel_is_revoked() {
             records.push((e.token_id.clone(), e.to_json().into_bytes()));
         }
     }
-    // One stolen token: London, then Changchun 30 minutes later.
-    for (i, ip) in [(0, "81.2.69.142"), (30, "175.16.199.7")] {
-        let mut e = Event::new(t0 + i * 60_000, "stolen", "oauth", "GET /v1/orders/{id}");
+    // One stolen token: an hour in London from its owner's SDK, then
+    // Changchun a minute later from the thief's client. Travel alone would
+    // only alert; travel and a new client revoke.
+    for i in 0..61 {
+        let (ip, ua) = if i < 60 {
+            ("81.2.69.142", "Boto3/1.34 Python/3.12")
+        } else {
+            ("175.16.199.7", "curl/8.5.0")
+        };
+        let mut e = Event::new(
+            t0 + i * 60_000 + 999,
+            "stolen",
+            "oauth",
+            "GET /v1/orders/{id}",
+        );
         e.src_ip = Some(ip.parse().unwrap());
+        e.user_agent = Some(ua.into());
         e.request_id = Some(format!("s-{i}"));
         records.push(("stolen".into(), e.to_json().into_bytes()));
     }
@@ -56,6 +69,10 @@ async fn benign_traffic_passes_and_impossible_travel_is_revoked() {
         IssuerConfig::post(format!("http://{}/revoke/{{token_id}}", issuer.addr)),
     );
     config.detectors.geoip = Some(GeoIpConfig::new(fixture("GeoIP2-City-Test.mmdb")));
+    // An hour of history is enough here (the default asks for 12).
+    config.detectors.learning.min_history = Duration::from_secs(1800);
+    config.detectors.learning.min_events = 20;
+    config.detectors.learning.full_confidence_events = 20;
     config.decision.mode = Mode::Enforce;
     let engine = pipeline::build_engine(&config).unwrap();
     let revoker = pipeline::build_revoker(&config).await.unwrap();

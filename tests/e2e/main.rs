@@ -7,6 +7,7 @@ mod support;
 mod cloudtrail;
 mod crash;
 mod detect_pipeline;
+mod geography;
 mod ingest_kafka;
 mod metadata_topic;
 mod product;

@@ -35,6 +35,7 @@ fn decision(issuer: &str, token: &str, principal: &str, action: Action) -> Decis
         risk: 1.0,
         findings: vec![finding],
         shadow_findings: vec![],
+        basis: vec![],
         repeats: None,
         notes: vec![],
         event_ts_ms: 1_795_813_200_000,

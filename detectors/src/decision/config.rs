@@ -24,6 +24,11 @@ pub struct DecisionConfig {
     /// action is capped at alert.
     #[serde(default = "default_min_confidence")]
     pub min_confidence_to_revoke: f64,
+    /// Statistical findings of different kinds (network, client,
+    /// behaviour, policy) this close in event time corroborate each other:
+    /// a revocation on statistical evidence needs two kinds within it.
+    #[serde(default = "default_corroboration_window", with = "humantime_serde")]
+    pub corroboration_window: Duration,
     /// Repeats of a (token, detector) finding within this window are counted
     /// into one alert instead of sent again.
     #[serde(default = "default_dedup_window", with = "humantime_serde")]
@@ -114,6 +119,9 @@ fn default_revoke_at() -> f64 {
 fn default_min_confidence() -> f64 {
     0.7
 }
+fn default_corroboration_window() -> Duration {
+    Duration::from_secs(3600)
+}
 fn default_dedup_window() -> Duration {
     Duration::from_secs(600)
 }
@@ -151,6 +159,7 @@ impl Default for DecisionConfig {
             alert_at: default_alert_at(),
             revoke_at: default_revoke_at(),
             min_confidence_to_revoke: default_min_confidence(),
+            corroboration_window: default_corroboration_window(),
             dedup_window: default_dedup_window(),
             detectors: default_detectors(),
             allow: AllowConfig::default(),

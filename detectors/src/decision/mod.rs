@@ -5,12 +5,14 @@
 
 mod budget;
 mod config;
+mod corroboration;
 mod dedup;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 pub use budget::{Budget, OverBudget};
 pub use config::{AllowConfig, BudgetConfig, DecisionConfig, DetectorPolicy};
+pub use corroboration::{Basis, Corroboration, Recent};
 use dedup::{Dedup, Entry};
 use schemas::{Action, Decision, DetectorKind, Event, Finding, Mode, Origin, Repeats, SystemAlert};
 
@@ -38,6 +40,9 @@ pub struct DecisionStats {
     pub over_budget: u64,
     /// Revocations turned into alerts by low confidence.
     pub low_confidence_caps: u64,
+    /// Revocations turned into alerts for resting on one kind of
+    /// statistical evidence.
+    pub uncorroborated_caps: u64,
     /// Decisions emitted, by action (`None`, `Alert`, `Revoke`).
     pub decisions: [u64; 3],
 }
@@ -55,6 +60,7 @@ pub struct Decider {
     allowed_principals: HashSet<String>,
     dedup: Dedup,
     budget: Budget,
+    corroboration: Corroboration,
     stats: DecisionStats,
 }
 
@@ -65,7 +71,15 @@ impl Decider {
             config.budget.per_issuer_per_minute,
             config.budget.overall_per_minute,
         );
+        let corroboration = Corroboration::new(
+            config
+                .corroboration_window
+                .as_millis()
+                .min(i64::MAX as u128) as i64,
+            100_000,
+        );
         Decider {
+            corroboration,
             allowed_tokens: config.allow.tokens.iter().cloned().collect(),
             allowed_principals: config.allow.principals.iter().cloned().collect(),
             dedup,
@@ -112,11 +126,17 @@ impl Decider {
         }
     }
 
-    /// What a set of findings calls for: (risk, action).
-    fn assess<'a>(&self, findings: impl Iterator<Item = &'a Finding> + Clone) -> (f64, Action) {
+    /// What a set of findings, with the token's recent findings of other
+    /// kinds (`earlier`, already weighted), calls for: (risk, action).
+    fn assess<'a>(
+        &self,
+        findings: impl Iterator<Item = &'a Finding> + Clone,
+        earlier: &[(Basis, Recent)],
+    ) -> (f64, Action) {
         let weighted: Vec<(f64, f64)> = findings
             .clone()
             .map(|f| (f.score, self.config.policy(f.detector).weight))
+            .chain(earlier.iter().map(|(_, r)| (r.weighted, 1.0)))
             .collect();
         let risk = combine(weighted.iter());
         let forced = findings
@@ -152,15 +172,34 @@ impl Decider {
         if active.is_empty() {
             return;
         }
-        let (risk, recommended) = self.assess(active.iter());
+        let now = event.ts_ms;
+        let min = self.config.min_confidence_to_revoke;
+        let bases: Vec<Basis> = active
+            .iter()
+            .map(|f| Basis::of(f, self.config.policy(f.detector).action))
+            .collect();
+        let earlier = self.corroboration.within(key, now, &bases);
+        for (f, &basis) in active.iter().zip(&bases) {
+            if f.confidence >= min {
+                let weighted = f.score * self.config.policy(f.detector).weight;
+                let recent = Recent {
+                    ts_ms: now,
+                    weighted,
+                    kind: f.kind,
+                };
+                self.corroboration.remember(key, basis, recent);
+            }
+        }
+        let (risk, recommended) = self.assess(active.iter(), &earlier);
         if recommended == Action::None {
             return;
         }
         let mut notes = Vec::new();
+        let mut basis = Vec::new();
         let mut action = recommended;
         if action == Action::Revoke {
-            let min = self.config.min_confidence_to_revoke;
-            let (_, confident) = self.assess(active.iter().filter(|f| f.confidence >= min));
+            let (_, confident) =
+                self.assess(active.iter().filter(|f| f.confidence >= min), &earlier);
             if confident < Action::Revoke {
                 action = Action::Alert;
                 self.stats.low_confidence_caps += 1;
@@ -173,13 +212,35 @@ impl Decider {
                     "low confidence ({}) caps the action at alert",
                     low.join(", ")
                 ));
+            } else {
+                basis = grounds(&active, &bases, &earlier, min, now);
+                // A fact needs no corroboration, and is the whole basis.
+                basis.retain(|(b, _)| {
+                    *b == Basis::Deterministic || !bases.contains(&Basis::Deterministic)
+                });
+                let text: Vec<String> = basis
+                    .iter()
+                    .map(|(b, what)| format!("{} ({})", b.as_str(), what.join(", ")))
+                    .collect();
+                let deterministic = basis.iter().any(|(b, _)| *b == Basis::Deterministic);
+                if deterministic || basis.len() >= 2 {
+                    notes.push(format!("revoke because: {}", text.join(" and ")));
+                } else {
+                    basis.clear();
+                    action = Action::Alert;
+                    self.stats.uncorroborated_caps += 1;
+                    notes.push(format!(
+                        "one kind of evidence ({}): a revocation needs a deterministic finding or two independent kinds within {}",
+                        text.join(", "),
+                        humantime::format_duration(self.config.corroboration_window)
+                    ));
+                }
             }
         }
 
         // Deduplication compares what the findings call for, before the
         // budget and the mode change it.
         let intended = action;
-        let now = event.ts_ms;
         let detectors: Vec<DetectorKind> = {
             let mut d: Vec<DetectorKind> = active.iter().map(|f| f.detector).collect();
             d.sort();
@@ -276,6 +337,10 @@ impl Decider {
             risk: (risk * 1000.0).round() / 1000.0,
             findings: active,
             shadow_findings: shadow,
+            basis: basis
+                .into_iter()
+                .map(|(b, what)| format!("{}: {}", b.as_str(), what.join(", ")))
+                .collect(),
             repeats,
             notes,
             event_ts_ms: now,
@@ -286,6 +351,7 @@ impl Decider {
     /// Closes deduplication windows at event time `now_ms`, emitting an
     /// alert for every window that folded repeats no later decision carried.
     pub fn tick(&mut self, now_ms: i64, out: &mut DecisionOutput) {
+        self.corroboration.purge(now_ms);
         for summary in self.dedup.close_expired(now_ms) {
             let e = summary.entry;
             let Some(finding) = e.last_finding else {
@@ -314,6 +380,7 @@ impl Decider {
                 risk: finding.score,
                 findings: vec![finding],
                 shadow_findings: Vec::new(),
+                basis: Vec::new(),
                 repeats: Some(Repeats {
                     count: e.repeats,
                     first_ts_ms: e.first_repeat_ms,
@@ -329,6 +396,34 @@ impl Decider {
             });
         }
     }
+}
+
+/// The confident evidence a revocation would rest on, by kind: this
+/// event's findings, and earlier ones of other kinds (with their age).
+fn grounds(
+    active: &[Finding],
+    bases: &[Basis],
+    earlier: &[(Basis, Recent)],
+    min_confidence: f64,
+    now_ms: i64,
+) -> Vec<(Basis, Vec<String>)> {
+    let mut by_kind: BTreeMap<Basis, Vec<String>> = BTreeMap::new();
+    for (f, &b) in active.iter().zip(bases) {
+        if f.confidence >= min_confidence {
+            let list = by_kind.entry(b).or_default();
+            if !list.iter().any(|k| k == f.kind) {
+                list.push(f.kind.to_string());
+            }
+        }
+    }
+    for (b, r) in earlier {
+        let ago_s = (now_ms - r.ts_ms).abs() / 1000;
+        by_kind
+            .entry(*b)
+            .or_default()
+            .push(format!("{} {ago_s} s earlier", r.kind));
+    }
+    by_kind.into_iter().collect()
 }
 
 #[cfg(test)]

@@ -45,9 +45,10 @@ fn thresholds_map_risk_to_actions() {
     let out = decide_one(
         &mut d,
         T0_MS,
-        vec![finding(DetectorKind::Volume, "mass_export", 1.0)],
+        vec![finding(DetectorKind::Scope, "out_of_scope", 0.9)],
     );
     assert_eq!(out.decisions[0].action, Action::Revoke);
+    assert_eq!(out.decisions[0].basis, ["deterministic: out_of_scope"]);
 }
 
 #[test]
@@ -90,7 +91,7 @@ fn dry_run_alerts_that_it_would_revoke() {
     let out = decide_one(
         &mut d,
         T0_MS,
-        vec![finding(DetectorKind::Volume, "mass_export", 1.0)],
+        vec![finding(DetectorKind::Expiry, "expired", 1.0)],
     );
     let dec = &out.decisions[0];
     assert_eq!(
@@ -257,7 +258,10 @@ fn dedup_sends_the_first_hit_counts_repeats_and_reports_them() {
     let out = decide_one(
         &mut d,
         T0_MS + 5 * MIN_MS,
-        vec![finding(DetectorKind::Geo, "impossible_travel", 0.95)],
+        vec![
+            finding(DetectorKind::Geo, "impossible_travel", 0.95),
+            finding(DetectorKind::Novelty, "new_user_agent", 0.35),
+        ],
     );
     let dec = &out.decisions[0];
     assert_eq!(dec.action, Action::Revoke);
@@ -316,7 +320,7 @@ fn the_revocation_budget_downgrades_and_raises_one_loud_alert() {
             i,
             &e,
             &origin(i as i64),
-            vec![finding(DetectorKind::Volume, "mass_export", 1.0)],
+            vec![finding(DetectorKind::Scope, "out_of_scope", 0.9)],
             &mut out,
         );
         actions.push(out.decisions[0].action);
@@ -365,4 +369,130 @@ fn validation_lists_every_problem() {
     c.allow.tokens.push("/x".into());
     c.budget.overall_per_minute = 0;
     assert_eq!(c.validate().len(), 4, "{:?}", c.validate());
+}
+
+#[test]
+fn one_statistical_kind_alerts_two_kinds_revoke_and_the_decision_says_why() {
+    let mut d = Decider::new(enforce());
+    // Travel alone, however fast: one kind of evidence (network).
+    let out = decide_one(
+        &mut d,
+        T0_MS,
+        vec![finding(DetectorKind::Geo, "impossible_travel", 0.95)],
+    );
+    let dec = &out.decisions[0];
+    assert_eq!(
+        (dec.action, dec.recommended),
+        (Action::Alert, Action::Revoke)
+    );
+    assert!(dec.basis.is_empty());
+    assert!(
+        dec.notes[0].contains("one kind of evidence (network (impossible_travel))"),
+        "{}",
+        dec.notes[0]
+    );
+    assert_eq!(d.stats().uncorroborated_caps, 1);
+
+    // Travel and a new ASN are both about where the call comes from: still
+    // one kind, and a mass export alone is one kind too.
+    let mut d = Decider::new(enforce());
+    for findings in [
+        vec![
+            finding(DetectorKind::Geo, "impossible_travel", 0.95),
+            finding(DetectorKind::Novelty, "new_asn", 0.5),
+        ],
+        vec![finding(DetectorKind::Volume, "mass_export", 1.0)],
+    ] {
+        let mut d2 = Decider::new(enforce());
+        let out = decide_one(&mut d2, T0_MS, findings);
+        assert_eq!(out.decisions[0].action, Action::Alert);
+    }
+
+    // Travel plus a new user-agent family plus a new ASN revokes.
+    let out = decide_one(
+        &mut d,
+        T0_MS,
+        vec![
+            finding(DetectorKind::Geo, "impossible_travel", 0.85),
+            finding(DetectorKind::Novelty, "new_user_agent", 0.35),
+            finding(DetectorKind::Novelty, "new_asn", 0.5),
+        ],
+    );
+    let dec = &out.decisions[0];
+    assert_eq!(dec.action, Action::Revoke);
+    assert_eq!(
+        dec.basis,
+        [
+            "network: impossible_travel, new_asn",
+            "client: new_user_agent"
+        ]
+    );
+    assert_eq!(
+        dec.notes,
+        ["revoke because: network (impossible_travel, new_asn) and client (new_user_agent)"]
+    );
+}
+
+#[test]
+fn kinds_corroborate_across_events_within_the_window_only() {
+    let mut d = Decider::new(enforce());
+    // A new hosting network first (alerts), then a volume jump 10 min
+    // later: two kinds within the hour revoke, and the basis says when.
+    let out = decide_one(
+        &mut d,
+        T0_MS,
+        vec![finding(DetectorKind::Novelty, "new_asn", 0.5)],
+    );
+    assert_eq!(out.decisions[0].action, Action::Alert);
+    let out = decide_one(
+        &mut d,
+        T0_MS + 10 * MIN_MS,
+        vec![finding(DetectorKind::Volume, "volume_spike", 0.9)],
+    );
+    let dec = &out.decisions[0];
+    assert_eq!(dec.action, Action::Revoke, "{:?}", dec.notes);
+    assert_eq!(
+        dec.basis,
+        ["network: new_asn 600 s earlier", "behaviour: volume_spike"]
+    );
+
+    // Two hours apart they do not corroborate.
+    let mut d = Decider::new(enforce());
+    decide_one(
+        &mut d,
+        T0_MS,
+        vec![finding(DetectorKind::Novelty, "new_asn", 0.5)],
+    );
+    let out = decide_one(
+        &mut d,
+        T0_MS + 2 * HOUR_MS,
+        vec![finding(DetectorKind::Volume, "volume_spike", 0.9)],
+    );
+    assert_eq!(out.decisions[0].action, Action::Alert);
+}
+
+#[test]
+fn low_confidence_findings_never_corroborate() {
+    let mut d = Decider::new(enforce());
+    let cloud_hop = finding(DetectorKind::Geo, "impossible_travel", 0.95).with_confidence(0.4);
+    let out = decide_one(&mut d, T0_MS, vec![cloud_hop.clone()]);
+    assert_eq!(out.decisions[0].action, Action::Alert);
+    // Nor later: the low-confidence travel was not remembered.
+    let out = decide_one(
+        &mut d,
+        T0_MS + MIN_MS,
+        vec![finding(DetectorKind::Volume, "volume_spike", 0.95)],
+    );
+    assert_eq!(out.decisions[0].action, Action::Alert);
+    // In one event with another kind, it does not count either.
+    let mut d = Decider::new(enforce());
+    let out = decide_one(
+        &mut d,
+        T0_MS,
+        vec![
+            cloud_hop,
+            finding(DetectorKind::Novelty, "new_user_agent", 0.35),
+        ],
+    );
+    assert_eq!(out.decisions[0].action, Action::Alert);
 }

@@ -12,9 +12,11 @@ use crate::expiry::ExpiryDetector;
 use crate::geo::GeoDetector;
 use crate::geoip::{Anonymity, GeoIp, GeoIpError};
 use crate::metadata::MetadataStore;
+use crate::networks::Networks;
 use crate::novelty::NoveltyDetector;
 use crate::policy::{AnonymousDb, PolicySet, RuleConfig, RuleStats, policy_batch};
 use crate::scope::ScopeDetector;
+use crate::state::principals::Principals;
 use crate::state::{StoreStats, TokenKey, TokenState, TokenStore};
 use crate::volume::VolumeDetector;
 
@@ -45,6 +47,10 @@ pub struct EngineStats {
     /// Events older than the allowed lateness (stateless checks only).
     pub late_events: u64,
     pub store: StoreStats,
+    /// The principals' store.
+    pub principals: StoreStats,
+    /// New tokens started from their principal's learned context.
+    pub inherited_tokens: u64,
     pub decision: DecisionStats,
     pub geoip_lookups: u64,
     pub geoip_cache_hits: u64,
@@ -71,6 +77,8 @@ pub struct PolicyStats {
 pub struct Engine {
     geoip: Option<GeoIp>,
     store: TokenStore,
+    /// What each principal's tokens have learnt, for its new tokens.
+    principals: Principals,
     /// From the metadata file; replaced whole on reload.
     metadata: MetadataStore,
     /// From the live metadata topic; consulted first.
@@ -87,6 +95,8 @@ pub struct Engine {
     last_purge_ms: i64,
     events: u64,
     late_events: u64,
+    /// New tokens started from their principal's context.
+    inherited: u64,
 }
 
 impl Engine {
@@ -123,10 +133,17 @@ impl Engine {
             detectors.push(Box::new(VolumeDetector::new(config.volume.clone())));
         }
         if config.geo.enabled {
-            detectors.push(Box::new(GeoDetector::new(config.geo.clone())));
+            detectors.push(Box::new(GeoDetector::new(
+                config.geo.clone(),
+                config.learning.clone(),
+                Networks::new(&config.networks),
+            )));
         }
         if config.novelty.enabled {
-            detectors.push(Box::new(NoveltyDetector::new(config.novelty.clone())));
+            detectors.push(Box::new(NoveltyDetector::new(
+                config.novelty.clone(),
+                config.learning.clone(),
+            )));
         }
         if config.binding.enabled {
             detectors.push(Box::new(BindingDetector));
@@ -143,6 +160,7 @@ impl Engine {
         Engine {
             geoip,
             store: TokenStore::new(config.max_tokens, idle_s),
+            principals: Principals::new(config.max_principals, idle_s),
             metadata,
             live_metadata: MetadataStore::default(),
             detectors,
@@ -156,6 +174,7 @@ impl Engine {
             last_purge_ms: i64::MIN,
             events: 0,
             late_events: 0,
+            inherited: 0,
         }
     }
 
@@ -207,6 +226,12 @@ impl Engine {
             // Lateness is per token: a token's events share a partition, so
             // only its own newest event says how out of order this one is.
             let (state, previous) = self.store.touch(key, ts_s);
+            if previous.is_none()
+                && let Some(principal) = event.principal.as_deref()
+                && self.principals.inherit(&event.issuer, principal, state)
+            {
+                self.inherited += 1;
+            }
             let late = previous.is_some_and(|last| ts_s.saturating_add(self.lateness_s) < last);
             if late {
                 self.late_events += 1;
@@ -216,6 +241,10 @@ impl Engine {
             } else {
                 for d in &self.detectors {
                     d.observe(&obs, state, &mut findings);
+                }
+                if let Some(principal) = event.principal.as_deref() {
+                    self.principals
+                        .absorb(&event.issuer, principal, ts_s, state);
                 }
             }
             if let Some(rules) = &rules {
@@ -314,8 +343,9 @@ impl Engine {
 
     fn housekeeping(&mut self, out: &mut DecisionOutput) {
         self.last_purge_ms = self.watermark_ms;
-        self.store
-            .purge_idle((self.watermark_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32);
+        let now_s = (self.watermark_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32;
+        self.store.purge_idle(now_s);
+        self.principals.purge_idle(now_s);
         self.decider.tick(self.watermark_ms, out);
     }
 
@@ -417,6 +447,8 @@ impl Engine {
             events: self.events,
             late_events: self.late_events,
             store: self.store.stats(),
+            principals: self.principals.stats(),
+            inherited_tokens: self.inherited,
             decision: self.decider.stats().clone(),
             geoip_lookups: self.geoip.as_ref().map_or(0, |g| g.lookups),
             geoip_cache_hits: self.geoip.as_ref().map_or(0, |g| g.cache_hits),

@@ -45,7 +45,7 @@ fn run(engine: &mut Engine, mut events: Vec<Event>) -> DecisionOutput {
 }
 
 #[test]
-fn enriches_from_geoip_and_revokes_impossible_travel() {
+fn enriches_from_geoip_and_alerts_on_impossible_travel_alone() {
     let mut e = engine();
     let out = run(
         &mut e,
@@ -55,7 +55,16 @@ fn enriches_from_geoip_and_revokes_impossible_travel() {
         ],
     );
     let d = &out.decisions[0];
-    assert_eq!(d.action, Action::Revoke);
+    // Travel is one kind of evidence (network): it alerts, saying why it
+    // did not revoke.
+    assert_eq!((d.action, d.recommended), (Action::Alert, Action::Revoke));
+    assert!(
+        d.notes
+            .iter()
+            .any(|n| n.starts_with("one kind of evidence (network")),
+        "{:?}",
+        d.notes
+    );
     assert_eq!(d.findings[0].kind, "impossible_travel");
     assert_eq!(d.findings[0].evidence.facts["from_country"], "GB");
     assert_eq!(
@@ -318,4 +327,73 @@ fn a_bad_rule_fails_the_build_and_a_bad_reload_keeps_the_rules_in_force() {
         (stats.plans, stats.reloads, stats.reload_failures),
         (2, 1, 1)
     );
+}
+
+/// An enriched CloudTrail-like call of a role session's key.
+fn role_call(ts: i64, key: &str, place: fn(Event) -> Event, ua: &str) -> Event {
+    let mut e = place(Event::new(ts, key, "aws", "s3:GetObject"));
+    e.principal = Some("arn:aws:sts::111122223333:assumed-role/app/i-0abc".into());
+    e.user_agent = Some(ua.into());
+    e.request_id = Some(format!("{key}-{ts}"));
+    e
+}
+
+fn role_engine(max_principals: usize) -> Engine {
+    let config = DetectorsConfig {
+        max_principals,
+        ..Default::default()
+    };
+    let decision = DecisionConfig {
+        mode: Mode::Enforce,
+        ..Default::default()
+    };
+    Engine::with_parts(&config, &decision, None, MetadataStore::default())
+}
+
+#[test]
+fn stolen_role_credentials_are_new_for_the_principal_though_the_key_is_new() {
+    let steal = |max_principals| {
+        let mut e = role_engine(max_principals);
+        // Two days of a role session on an instance in London: its key
+        // rotates every 6 hours, 20 calls an hour.
+        let mut events = Vec::new();
+        for minute in (0..2 * 24 * 60).step_by(3) {
+            let key = format!("ASIA{}", minute / 360);
+            let ts = T0_MS + minute * MIN_MS;
+            events.push(role_call(ts, &key, london, "Boto3/1.34 Python/3.12"));
+        }
+        let quiet = run(&mut e, events);
+        assert!(quiet.decisions.is_empty(), "{:?}", quiet.decisions);
+        // A fresh key of the session, used ten minutes later from another
+        // continent's network with another client.
+        let stolen = role_call(
+            T0_MS + 2 * DAY_MS + 10 * MIN_MS,
+            "ASIASTOLEN",
+            changchun,
+            "aws-cli/2.15 Python/3.11",
+        );
+        (run(&mut e, vec![stolen]), e.stats().inherited_tokens)
+    };
+
+    let (out, inherited) = steal(200_000);
+    assert_eq!(inherited, 8, "7 rotated keys and the stolen one inherit");
+    let d = &out.decisions[0];
+    let kinds: Vec<&str> = d.findings.iter().map(|f| f.kind).collect();
+    assert!(
+        kinds.contains(&"new_asn") && kinds.contains(&"new_user_agent"),
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"impossible_travel"), "{kinds:?}");
+    assert_eq!(d.action, Action::Revoke, "{:?}", d.notes);
+    assert!(
+        d.basis.iter().any(|b| b.starts_with("client:")),
+        "{:?}",
+        d.basis
+    );
+
+    // Without the principal's context the key is brand new: nothing to
+    // compare with, nothing found.
+    let (out, inherited) = steal(0);
+    assert_eq!(inherited, 0);
+    assert!(out.decisions.is_empty(), "{:?}", out.decisions);
 }

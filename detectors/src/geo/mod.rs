@@ -1,17 +1,24 @@
 //! Geography: impossible travel between consecutive calls, and a new
-//! country after the learning period. Trusted ASNs and networks (VPN or
-//! corporate egress) are exempt. Every finding carries a confidence: an
-//! anonymous, hosting or listed low-confidence ASN, or a large accuracy
-//! radius, lowers it, and the decision caps low confidence at alert.
+//! country once the token has enough history. Trusted ASNs and networks
+//! (VPN or corporate egress) are exempt. Travel is not reported within one
+//! ASN in one country, nor between two places the token normally uses
+//! ([`places`]). Every finding carries a confidence: an anonymous, cloud,
+//! hosting or mobile network, a listed low-confidence ASN, or a large
+//! accuracy radius lowers it, and the decision caps low confidence at alert.
 
-use std::net::IpAddr;
-use std::time::Duration;
+mod places;
 
 use ipnet::IpNet;
 use schemas::{DetectorKind, Evidence, Finding};
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+use places::centi;
+pub use places::{Place, Places};
 
 use crate::detector::{Detector, Observation};
+use crate::learning::LearningConfig;
+use crate::networks::{NetworkKind, Networks};
 use crate::state::TokenState;
 
 /// `[detectors.geo]`
@@ -28,10 +35,6 @@ pub struct GeoConfig {
     /// never reported, however fast.
     #[serde(default = "default_min_distance")]
     pub min_distance_km: f64,
-    /// A token's countries are learnt silently for this long after its
-    /// first event; later, a new country is a finding.
-    #[serde(default = "default_learning", with = "humantime_serde")]
-    pub learning_period: Duration,
     /// Calls from these ASNs are exempt (VPN, corporate egress).
     #[serde(default)]
     pub trusted_asns: Vec<u32>,
@@ -56,9 +59,6 @@ fn default_max_speed() -> f64 {
 fn default_min_distance() -> f64 {
     500.0
 }
-fn default_learning() -> Duration {
-    Duration::from_secs(3 * 86_400)
-}
 fn default_max_accuracy() -> u16 {
     200
 }
@@ -69,7 +69,6 @@ impl Default for GeoConfig {
             enabled: true,
             max_speed_kmh: default_max_speed(),
             min_distance_km: default_min_distance(),
-            learning_period: default_learning(),
             trusted_asns: Vec::new(),
             trusted_cidrs: Vec::new(),
             low_confidence_asns: Vec::new(),
@@ -93,23 +92,73 @@ impl GeoConfig {
 
 const HAS_LOCATION: u8 = 1;
 const LOW_CONFIDENCE: u8 = 2;
+const HOSTING: u8 = 4;
+const MOBILE: u8 = 8;
 const COUNTRIES: usize = 4;
 
-/// Per-token geo state: the last located call and the countries seen.
+/// Per-token geo state: the last located call, the countries seen and the
+/// places the token normally uses.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GeoState {
     lat: f32,
     lon: f32,
     ts_s: u32,
     ip: u32,
+    asn: u32,
     accuracy_km: u16,
     country: u16,
     countries: [u16; COUNTRIES],
     next_country: u8,
     flags: u8,
+    places: Places,
+}
+
+fn kind_flags(kind: NetworkKind) -> u8 {
+    match kind {
+        NetworkKind::Hosting => HOSTING,
+        NetworkKind::Mobile => MOBILE,
+        NetworkKind::Other => 0,
+    }
+}
+
+fn flags_kind(flags: u8) -> NetworkKind {
+    if flags & HOSTING != 0 {
+        NetworkKind::Hosting
+    } else if flags & MOBILE != 0 {
+        NetworkKind::Mobile
+    } else {
+        NetworkKind::Other
+    }
 }
 
 impl GeoState {
+    /// Adds another state's countries and places, and takes its last
+    /// location if that is newer.
+    pub fn merge(&mut self, other: &GeoState, shift_h: i32) {
+        for &c in other.countries.iter().filter(|&&c| c != 0) {
+            if !self.countries.contains(&c) {
+                self.countries[usize::from(self.next_country) % COUNTRIES] = c;
+                self.next_country = (self.next_country + 1) % COUNTRIES as u8;
+            }
+        }
+        self.places.merge(&other.places, shift_h);
+        if other.flags & HAS_LOCATION != 0
+            && (self.flags & HAS_LOCATION == 0 || other.ts_s >= self.ts_s)
+        {
+            *self = GeoState {
+                lat: other.lat,
+                lon: other.lon,
+                ts_s: other.ts_s,
+                ip: other.ip,
+                asn: other.asn,
+                accuracy_km: other.accuracy_km,
+                country: other.country,
+                flags: other.flags,
+                ..self.clone()
+            };
+        }
+    }
+
     /// The last location and known countries, for the admin API.
     pub fn describe(&self) -> serde_json::Value {
         let countries: Vec<String> = self
@@ -125,10 +174,16 @@ impl GeoState {
                 "lon": self.lon,
                 "accuracy_km": self.accuracy_km,
                 "ts": schemas::time::format_rfc3339_ms(i64::from(self.ts_s) * 1000),
+                "asn": self.asn,
+                "network": flags_kind(self.flags).as_str(),
                 "low_confidence": self.flags & LOW_CONFIDENCE != 0,
             })
         });
-        serde_json::json!({ "last_location": last, "countries": countries })
+        serde_json::json!({
+            "last_location": last,
+            "countries": countries,
+            "places": self.places.describe(),
+        })
     }
 }
 
@@ -170,11 +225,27 @@ pub fn distance_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
 
 pub struct GeoDetector {
     config: GeoConfig,
+    learning: LearningConfig,
+    networks: Networks,
+}
+
+/// This call, as travel sees it.
+struct Here {
+    lat: f64,
+    lon: f64,
+    asn: u32,
+    /// Unreliable by itself (anonymous, listed ASN, big radius).
+    low: bool,
+    network: NetworkKind,
 }
 
 impl GeoDetector {
-    pub fn new(config: GeoConfig) -> Self {
-        GeoDetector { config }
+    pub fn new(config: GeoConfig, learning: LearningConfig, networks: Networks) -> Self {
+        GeoDetector {
+            config,
+            learning,
+            networks,
+        }
     }
 
     fn trusted(&self, obs: &Observation<'_>) -> bool {
@@ -202,17 +273,9 @@ impl GeoDetector {
                 .is_some_and(|r| r > self.config.max_accuracy_km)
     }
 
-    fn travel(
-        &self,
-        obs: &Observation<'_>,
-        g: &GeoState,
-        lat: f64,
-        lon: f64,
-        low: bool,
-        out: &mut Vec<Finding>,
-    ) {
+    fn travel(&self, obs: &Observation<'_>, g: &GeoState, here: &Here, out: &mut Vec<Finding>) {
         let e = obs.event;
-        let raw_km = distance_km(f64::from(g.lat), f64::from(g.lon), lat, lon);
+        let raw_km = distance_km(f64::from(g.lat), f64::from(g.lon), here.lat, here.lon);
         let radii = f64::from(g.accuracy_km) + f64::from(e.accuracy_km.unwrap_or(0));
         let km = (raw_km - radii).max(0.0);
         if km < self.config.min_distance_km {
@@ -225,7 +288,11 @@ impl GeoDetector {
         if kmh <= self.config.max_speed_kmh {
             return;
         }
-        let confidence = if low || g.flags & LOW_CONFIDENCE != 0 {
+        let from_network = flags_kind(g.flags);
+        let unreliable = [from_network, here.network]
+            .iter()
+            .any(|&k| k != NetworkKind::Other);
+        let confidence = if here.low || g.flags & LOW_CONFIDENCE != 0 || unreliable {
             0.4
         } else {
             1.0
@@ -251,7 +318,11 @@ impl GeoDetector {
         .fact("raw_distance_km", raw_km.round())
         .fact("accuracy_km", radii)
         .fact("elapsed_s", secs)
-        .fact("previous_ts_s", g.ts_s);
+        .fact("previous_ts_s", g.ts_s)
+        .fact("from_asn", g.asn)
+        .fact("to_asn", here.asn)
+        .fact("from_network", from_network.as_str())
+        .fact("to_network", here.network.as_str());
         let summary = format!(
             "{from} → {to}: {km:.0} km in {:.0} min is {kmh:.0} km/h",
             secs / 60.0
@@ -284,7 +355,9 @@ impl GeoDetector {
         else {
             return;
         };
-        let learning = state.age_s(obs.ts_s) < self.config.learning_period.as_secs() as u32;
+        let history = self
+            .learning
+            .confidence(state.events, state.age_s(obs.ts_s));
         let g = &mut state.geo;
         if g.countries.contains(&code) {
             return;
@@ -297,20 +370,21 @@ impl GeoDetector {
             .collect();
         g.countries[usize::from(g.next_country) % COUNTRIES] = code;
         g.next_country = (g.next_country + 1) % COUNTRIES as u8;
-        if learning || known.is_empty() {
+        let Some(history) = history.filter(|_| !known.is_empty()) else {
             return;
-        }
+        };
         let country = unpack_country(code);
         let evidence = Evidence {
             events: vec![obs.event_ref()],
             ..Default::default()
         }
         .fact("country", country.clone())
-        .fact("known_countries", known.clone());
+        .fact("known_countries", known.clone())
+        .fact("token_events", state.events);
         let summary = format!("first call from {country}; known: {}", known.join(", "));
-        let confidence = if low { 0.5 } else { 1.0 };
+        let confidence = if low { history.min(0.5) } else { history };
         out.push(
-            Finding::new(DetectorKind::Geo, "new_country", 0.6, summary, evidence)
+            Finding::new(DetectorKind::Geo, "new_country", 0.7, summary, evidence)
                 .with_confidence(confidence),
         );
     }
@@ -326,32 +400,61 @@ impl Detector for GeoDetector {
     }
 
     fn observe(&self, obs: &Observation<'_>, state: &mut TokenState, out: &mut Vec<Finding>) {
-        let (Some(ip), Some(lat), Some(lon)) = (obs.event.src_ip, obs.event.lat, obs.event.lon)
-        else {
+        let e = obs.event;
+        let (Some(ip), Some(lat), Some(lon)) = (e.src_ip, e.lat, e.lon) else {
             return;
         };
         if self.trusted(obs) {
             return;
         }
-        let low = self.low_confidence(obs);
         let digest = ip_digest(ip);
         let g = &state.geo;
         let located = g.flags & HAS_LOCATION != 0;
-        // The same address with new geo data (a database update) is not travel.
-        if located && g.ip != digest {
-            self.travel(obs, g, lat, lon, low, out);
+        let same_ip = located && g.ip == digest;
+        let asn = e.asn.unwrap_or(0);
+        let here = Here {
+            lat,
+            lon,
+            asn,
+            low: self.low_confidence(obs),
+            // Classified once per change of address, not per event.
+            network: if same_ip {
+                flags_kind(g.flags)
+            } else {
+                self.networks.classify(e.asn, e.as_org.as_deref())
+            },
+        };
+        let country = e.country.as_deref().map_or(0, pack_country);
+        let (clat, clon) = (centi(lat), centi(lon));
+        let now_h = (state.age_s(obs.ts_s) / 3600).min(u32::from(u16::MAX)) as u16;
+        // The same address with new geo data (a database update) is not
+        // travel; nor is a move within one network in one country, nor one
+        // between two places this token normally uses.
+        if located && !same_ip {
+            let same_network = asn != 0 && g.asn == asn && g.country == country;
+            let habitual = g
+                .places
+                .known(centi(f64::from(g.lat)), centi(f64::from(g.lon)), g.asn)
+                && g.places.known(clat, clon, asn);
+            if !same_network && !habitual {
+                self.travel(obs, g, &here, out);
+            }
         }
-        self.new_country(obs, state, low, out);
+        self.new_country(obs, state, here.low, out);
         let g = &mut state.geo;
+        g.places.record(clat, clon, asn, now_h);
         if !located || obs.ts_s >= g.ts_s {
+            let flags =
+                HAS_LOCATION | kind_flags(here.network) | if here.low { LOW_CONFIDENCE } else { 0 };
             *g = GeoState {
                 lat: lat as f32,
                 lon: lon as f32,
                 ts_s: obs.ts_s,
                 ip: digest,
-                accuracy_km: obs.event.accuracy_km.unwrap_or(0),
-                country: obs.event.country.as_deref().map_or(0, pack_country),
-                flags: HAS_LOCATION | if low { LOW_CONFIDENCE } else { 0 },
+                asn,
+                accuracy_km: e.accuracy_km.unwrap_or(0),
+                country,
+                flags,
                 ..g.clone()
             };
         }

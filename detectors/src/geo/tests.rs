@@ -1,11 +1,15 @@
-use std::time::Duration;
+use schemas::Event;
 
 use super::*;
 use crate::geoip::Anonymity;
 use crate::testkit::*;
 
 fn harness(config: GeoConfig) -> Harness<GeoDetector> {
-    Harness::new(GeoDetector::new(config), T0_MS)
+    let networks = Networks::new(&crate::networks::NetworksConfig::default());
+    Harness::new(
+        GeoDetector::new(config, learning_one_day(), networks),
+        T0_MS,
+    )
 }
 
 #[test]
@@ -156,10 +160,7 @@ fn out_of_order_events_travel_backwards_in_time() {
 
 #[test]
 fn new_country_only_after_the_learning_period() {
-    let mut h = harness(GeoConfig {
-        learning_period: Duration::from_secs(86_400),
-        ..Default::default()
-    });
+    let mut h = harness(GeoConfig::default());
     h.feed(&london(event(T0_MS)));
     // Day 0: Sweden is learnt silently.
     assert!(h.feed(&linkoping(event(T0_MS + 5 * HOUR_MS))).is_empty());
@@ -185,4 +186,161 @@ fn haversine_and_country_packing() {
     assert_eq!(distance_km(10.0, 10.0, 10.0, 10.0), 0.0);
     assert_eq!(unpack_country(pack_country("gb")), "GB");
     assert_eq!(pack_country("GBR"), 0);
+}
+
+/// An event at (lat, lon) from `ip` on `asn`, with the assumed DB-IP radius.
+fn egress(ts_ms: i64, ip: &str, country: &str, lat: f64, lon: f64, asn: u32) -> Event {
+    at(event(ts_ms), ip, country, lat, lon, 200, asn)
+}
+
+#[test]
+fn two_known_egress_points_800_km_apart_are_never_travel_for_days() {
+    // A service with egress in Hamburg (AS3320) and Milan (AS3269), 900 km
+    // apart, with MaxMind-sized radii so that only what the token has
+    // learnt can keep it quiet. Day 0: it moves between them slowly
+    // (plausible speeds), learning both. Then for three days it alternates
+    // every minute.
+    let hamburg = |ts| at(event(ts), "198.51.100.1", "DE", 53.55, 9.99, 5, 3320);
+    let milan = |ts| at(event(ts), "203.0.113.9", "IT", 45.46, 9.19, 5, 3269);
+    let mut h = harness(GeoConfig::default());
+    let mut findings = Vec::new();
+    for i in 0..6 {
+        let ts = T0_MS + i * 4 * HOUR_MS;
+        let e = if i % 2 == 0 { hamburg(ts) } else { milan(ts) };
+        findings.extend(h.feed(&e));
+    }
+    for minute in 0..(3 * 24 * 60) {
+        let ts = T0_MS + DAY_MS + minute * MIN_MS;
+        let e = if minute % 2 == 0 {
+            hamburg(ts)
+        } else {
+            milan(ts)
+        };
+        findings.extend(h.feed(&e));
+    }
+    let travel: Vec<_> = findings
+        .iter()
+        .filter(|f| f.kind == "impossible_travel")
+        .collect();
+    assert!(travel.is_empty(), "{travel:?}");
+
+    // The first jump to another continent, from a new ASN, is flagged.
+    let f = h.feed(&changchun(event(T0_MS + 4 * DAY_MS + MIN_MS)));
+    let travel = f
+        .iter()
+        .find(|f| f.kind == "impossible_travel")
+        .expect("flagged");
+    assert_eq!(travel.confidence, 1.0);
+    assert!(f.iter().any(|f| f.kind == "new_country"));
+}
+
+#[test]
+fn the_same_network_within_one_country_is_not_travel() {
+    // Two addresses of one ISP 820 km apart (Vancouver, Calgary) in the
+    // same minute: what DB-IP said about the 17% false revocations.
+    let mut h = harness(GeoConfig::default());
+    h.feed(&at(
+        event(T0_MS),
+        "198.51.100.1",
+        "CA",
+        49.28,
+        -123.12,
+        5,
+        812,
+    ));
+    let f = h.feed(&at(
+        event(T0_MS + 1000),
+        "198.51.100.200",
+        "CA",
+        51.05,
+        -114.07,
+        5,
+        812,
+    ));
+    assert!(f.is_empty(), "{f:?}");
+    // Another country on the same ASN is still travel.
+    let f = h.feed(&at(
+        event(T0_MS + 2000),
+        "198.51.100.99",
+        "JP",
+        35.68,
+        139.69,
+        5,
+        812,
+    ));
+    assert!(f.iter().any(|f| f.kind == "impossible_travel"), "{f:?}");
+}
+
+#[test]
+fn dbip_radii_absorb_an_isps_spread_of_addresses() {
+    // Without a radius in the file, 200 km is assumed at each end: 820 km
+    // becomes 420 km, under min_distance_km, even across two ASNs.
+    let mut h = harness(GeoConfig::default());
+    h.feed(&egress(T0_MS, "198.51.100.1", "CA", 49.28, -123.12, 812));
+    let f = h.feed(&egress(
+        T0_MS + 1000,
+        "198.51.100.2",
+        "CA",
+        51.05,
+        -114.07,
+        577,
+    ));
+    assert!(f.is_empty(), "{f:?}");
+}
+
+#[test]
+fn cloud_and_mobile_networks_make_travel_low_confidence() {
+    // A CI runner hops from AWS us-east-1 to AWS eu-west-1 in a minute.
+    let mut h = harness(GeoConfig::default());
+    h.feed(&at(
+        event(T0_MS),
+        "198.51.100.1",
+        "US",
+        39.04,
+        -77.49,
+        5,
+        16509,
+    ));
+    let f = h.feed(&at(
+        event(T0_MS + MIN_MS),
+        "203.0.113.1",
+        "IE",
+        53.35,
+        -6.26,
+        5,
+        14618,
+    ));
+    let travel = f
+        .iter()
+        .find(|f| f.kind == "impossible_travel")
+        .expect("reported");
+    assert!(travel.confidence < 0.7, "{}", travel.confidence);
+    assert_eq!(travel.evidence.facts["from_network"], "hosting");
+
+    // A phone on T-Mobile US placed in two far apart gateways.
+    let mut h = harness(GeoConfig::default());
+    h.feed(&at(
+        event(T0_MS),
+        "198.51.100.1",
+        "US",
+        47.6,
+        -122.3,
+        5,
+        21928,
+    ));
+    let f = h.feed(&at(
+        event(T0_MS + MIN_MS),
+        "198.51.100.77",
+        "MX",
+        19.4,
+        -99.1,
+        5,
+        21928,
+    ));
+    let travel = f
+        .iter()
+        .find(|f| f.kind == "impossible_travel")
+        .expect("reported");
+    assert!(travel.confidence < 0.7);
+    assert_eq!(travel.evidence.facts["to_network"], "mobile");
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+#[derive(Clone)]
 pub struct IpCache<V> {
     capacity_per_generation: usize,
     current: HashMap<IpAddr, V>,

@@ -1,77 +1,25 @@
 //! GeoIP enrichment from MaxMind DB files: City (GeoIP2/GeoLite2 or DB-IP
-//! Lite layout), ASN, and optionally Anonymous-IP, behind a bounded per-IP
-//! cache. An address the databases do not know enriches to "unknown"; only
-//! an unreadable or corrupt file is an error, at startup or reload.
+//! Lite layout, one file or several), ASN, and optionally Anonymous-IP,
+//! behind a bounded per-IP cache. An address the databases do not know
+//! enriches to "unknown"; an unreadable or corrupt file, or one whose
+//! sampled records do not decode, is an error at startup or reload.
 
 mod cache;
+mod config;
+mod database;
 mod record;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use maxminddb::Reader;
-use serde::{Deserialize, Serialize};
 
 pub use cache::IpCache;
+pub use config::{CityDb, CityDbEntry, DEFAULT_ASSUMED_ACCURACY_KM, GeoIpConfig};
+use database::{Database, lookup_in, stamp};
+pub use database::{Role, SAMPLE, SampleReport};
 use record::{AnonymousRecord, AsnRecord, CityRecord};
-
-/// The `[detectors.geoip]` config section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GeoIpConfig {
-    /// City database: GeoIP2/GeoLite2 City or Country, or DB-IP City Lite.
-    pub city_db: PathBuf,
-    /// ASN database (GeoLite2 ASN layout). Optional: without it, ASN-based
-    /// checks (trusted ASNs, new ASN) do not run.
-    #[serde(default)]
-    pub asn_db: Option<PathBuf>,
-    /// Anonymous-IP database; marks VPN, hosting, proxy and Tor exits, which
-    /// lowers the confidence of geo findings. Optional.
-    #[serde(default)]
-    pub anonymous_db: Option<PathBuf>,
-    /// IP addresses kept in the lookup cache.
-    #[serde(default = "default_cache_capacity")]
-    pub cache_capacity: usize,
-}
-
-fn default_cache_capacity() -> usize {
-    65_536
-}
-
-impl GeoIpConfig {
-    pub fn new(city_db: impl Into<PathBuf>) -> Self {
-        GeoIpConfig {
-            city_db: city_db.into(),
-            asn_db: None,
-            anonymous_db: None,
-            cache_capacity: default_cache_capacity(),
-        }
-    }
-
-    pub fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        for (key, path) in [
-            ("city_db", Some(&self.city_db)),
-            ("asn_db", self.asn_db.as_ref()),
-            ("anonymous_db", self.anonymous_db.as_ref()),
-        ] {
-            if let Some(path) = path
-                && !path.is_file()
-            {
-                problems.push(format!(
-                    "detectors.geoip.{key}: {} is not a readable file",
-                    path.display()
-                ));
-            }
-        }
-        if self.cache_capacity > 10_000_000 {
-            problems.push("detectors.geoip.cache_capacity: at most 10000000".into());
-        }
-        problems
-    }
-}
 
 /// A database that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -112,70 +60,6 @@ pub struct GeoInfo {
     pub anonymity: Anonymity,
 }
 
-struct Database {
-    path: PathBuf,
-    role: &'static str,
-    reader: Arc<Reader<Vec<u8>>>,
-    stamp: Option<(SystemTime, u64)>,
-}
-
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
-impl Database {
-    fn open(path: &Path, role: &'static str) -> Result<Self, GeoIpError> {
-        let err = |reason: String| GeoIpError {
-            path: path.display().to_string(),
-            role,
-            reason,
-        };
-        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        Self::from_bytes(bytes, path, role).map_err(|e| err(e.reason))
-    }
-
-    fn from_bytes(bytes: Vec<u8>, path: &Path, role: &'static str) -> Result<Self, GeoIpError> {
-        let err = |reason: String| GeoIpError {
-            path: path.display().to_string(),
-            role,
-            reason,
-        };
-        let reader = Reader::from_source(bytes).map_err(|e| err(e.to_string()))?;
-        // Walk the whole file once: a corrupt tree or data section fails
-        // here, at startup, not on some lookup at 3 a.m.
-        reader
-            .verify()
-            .map_err(|e| err(format!("corrupt database: {e}")))?;
-        Ok(Database {
-            path: path.to_path_buf(),
-            role,
-            reader: Arc::new(reader),
-            stamp: stamp(path),
-        })
-    }
-
-    fn lookup<T: for<'de> Deserialize<'de>>(&self, ip: IpAddr) -> Result<Option<T>, ()> {
-        lookup_in(&self.reader, ip)
-    }
-}
-
-/// `Ok(None)` for an address the file does not cover (or IPv6 in an
-/// IPv4-only file); `Err` when a record exists but cannot be decoded into
-/// the layout we read, which is counted, not hidden.
-fn lookup_in<T: for<'de> Deserialize<'de>>(
-    reader: &Reader<Vec<u8>>,
-    ip: IpAddr,
-) -> Result<Option<T>, ()> {
-    let Ok(found) = reader.lookup(ip) else {
-        return Ok(None);
-    };
-    if !found.has_data() {
-        return Ok(None);
-    }
-    found.decode::<T>().map_err(|_| ())
-}
-
 /// The anonymity flags of `ip` in an Anonymous-IP database (none when the
 /// address is absent or its record unreadable).
 pub fn anonymity(reader: &Reader<Vec<u8>>, ip: IpAddr) -> Anonymity {
@@ -185,10 +69,13 @@ pub fn anonymity(reader: &Reader<Vec<u8>>, ip: IpAddr) -> Anonymity {
     }
 }
 
-/// The open databases and their cache.
+/// The open databases and their cache. A clone shares the files (they
+/// are reference-counted) and copies the cache.
+#[derive(Clone)]
 pub struct GeoIp {
     config: GeoIpConfig,
-    city: Database,
+    /// Asked in order; the first that has the address answers.
+    city: Vec<Database>,
     asn: Option<Database>,
     anonymous: Option<Database>,
     cache: IpCache<GeoInfo>,
@@ -202,19 +89,26 @@ pub struct GeoIp {
 }
 
 impl GeoIp {
-    /// Opens and verifies every configured database.
+    /// Opens and verifies every configured database, and samples each
+    /// one's records.
     pub fn open(config: &GeoIpConfig) -> Result<Self, GeoIpError> {
-        let city = Database::open(&config.city_db, "city")?;
-        let asn = config
-            .asn_db
-            .as_deref()
-            .map(|p| Database::open(p, "asn"))
-            .transpose()?;
-        let anonymous = config
-            .anonymous_db
-            .as_deref()
-            .map(|p| Database::open(p, "anonymous"))
-            .transpose()?;
+        let city = config
+            .city_db
+            .iter()
+            .map(|db| {
+                Database::open(
+                    db.path(),
+                    Role::City,
+                    db.assumed_accuracy_km(config.assumed_accuracy_km),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let other = |path: Option<&Path>, role| {
+            path.map(|p| Database::open(p, role, config.assumed_accuracy_km))
+                .transpose()
+        };
+        let asn = other(config.asn_db.as_deref(), Role::Asn)?;
+        let anonymous = other(config.anonymous_db.as_deref(), Role::Anonymous)?;
         Ok(Self::assemble(config.clone(), city, asn, anonymous))
     }
 
@@ -226,16 +120,18 @@ impl GeoIp {
         anonymous: Option<Vec<u8>>,
     ) -> Result<Self, GeoIpError> {
         let label = |name: &str| PathBuf::from(format!("<embedded {name}>"));
-        let city = Database::from_bytes(city, &label("city"), "city")?;
-        let asn = asn
-            .map(|b| Database::from_bytes(b, &label("asn"), "asn"))
-            .transpose()?;
-        let anonymous = anonymous
-            .map(|b| Database::from_bytes(b, &label("anonymous"), "anonymous"))
-            .transpose()?;
+        let km = DEFAULT_ASSUMED_ACCURACY_KM;
+        let open = |bytes: Vec<u8>, role: Role| {
+            let db = Database::from_bytes(bytes, &label(role.as_str()), role, km)?;
+            db.require_decodable()?;
+            Ok::<_, GeoIpError>(db)
+        };
+        let city = open(city, Role::City)?;
+        let asn = asn.map(|b| open(b, Role::Asn)).transpose()?;
+        let anonymous = anonymous.map(|b| open(b, Role::Anonymous)).transpose()?;
         Ok(Self::assemble(
             GeoIpConfig::new(label("city")),
-            city,
+            vec![city],
             asn,
             anonymous,
         ))
@@ -243,7 +139,7 @@ impl GeoIp {
 
     fn assemble(
         config: GeoIpConfig,
-        city: Database,
+        city: Vec<Database>,
         asn: Option<Database>,
         anonymous: Option<Database>,
     ) -> Self {
@@ -276,10 +172,15 @@ impl GeoIp {
         self.lookups += 1;
         let mut info = GeoInfo::default();
         let mut failed = false;
-        match self.city.lookup::<CityRecord>(ip) {
-            Ok(Some(city)) => city.fill(&mut info),
-            Ok(None) => {}
-            Err(()) => failed = true,
+        for db in &self.city {
+            match db.lookup::<CityRecord>(ip) {
+                Ok(Some(city)) => {
+                    city.fill(&mut info, db.assumed_accuracy_km);
+                    break;
+                }
+                Ok(None) => {}
+                Err(()) => failed = true,
+            }
         }
         match self.asn.as_ref().map(|db| db.lookup::<AsnRecord>(ip)) {
             Some(Ok(Some(asn))) => {
@@ -329,7 +230,8 @@ impl GeoIp {
     }
 
     fn databases(&self) -> impl Iterator<Item = &Database> {
-        std::iter::once(&self.city)
+        self.city
+            .iter()
             .chain(self.asn.as_ref())
             .chain(self.anonymous.as_ref())
     }
@@ -339,12 +241,123 @@ impl GeoIp {
         self.databases()
             .map(|db| {
                 (
-                    db.role,
+                    db.role.as_str(),
                     db.reader.metadata().database_type.clone(),
                     db.reader.metadata().build_epoch,
                 )
             })
             .collect()
+    }
+
+    /// Metadata oddities tolerated at open, one line each.
+    pub fn warnings(&self) -> Vec<String> {
+        self.databases()
+            .flat_map(|db| db.warnings.iter().cloned())
+            .collect()
+    }
+}
+
+/// `tokenwatch geoip check`: opens each file, tells its layout, samples
+/// `sample` of its records, and looks up `ips` in all of them together.
+/// Returns the report and whether every file was usable.
+pub fn inspect(paths: &[PathBuf], ips: &[IpAddr], sample: usize) -> (String, bool) {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut ok = true;
+    let mut config: Option<GeoIpConfig> = None;
+    for path in paths {
+        let opened = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                Database::from_bytes(bytes, path, Role::City, DEFAULT_ASSUMED_ACCURACY_KM)
+                    .map_err(|e| e.reason)
+            });
+        let db = match opened {
+            Ok(db) => db,
+            Err(reason) => {
+                ok = false;
+                let _ = writeln!(out, "{}\n  cannot be used: {reason}\n", path.display());
+                continue;
+            }
+        };
+        let role = role_of(&db.layout());
+        let db = Database { role, ..db };
+        out.push_str(&db.describe());
+        let report = db.sample(sample);
+        let _ = writeln!(
+            out,
+            "  sample: {} of {} records decode as a {} database",
+            report.decoded,
+            report.sampled,
+            role.as_str()
+        );
+        if let Some((net, e)) = &report.first_failure {
+            ok = false;
+            let _ = writeln!(out, "  first failure: {net}: {e}");
+        }
+        let c = config.get_or_insert_with(|| GeoIpConfig {
+            city_db: Vec::new(),
+            ..GeoIpConfig::new(path)
+        });
+        match role {
+            Role::City => c.city_db.push(CityDb::Path(path.clone())),
+            Role::Asn => c.asn_db = Some(path.clone()),
+            Role::Anonymous => c.anonymous_db = Some(path.clone()),
+        }
+        out.push('\n');
+    }
+    if let Some(config) = config.filter(|_| !ips.is_empty()) {
+        let geoip = if config.city_db.is_empty() {
+            Err("no city database among the files".to_string())
+        } else {
+            GeoIp::open(&config).map_err(|e| e.to_string())
+        };
+        match geoip {
+            Ok(mut g) => {
+                for &ip in ips {
+                    let _ = writeln!(out, "{ip}: {}", g.lookup_uncached(ip).summary());
+                }
+            }
+            Err(e) => {
+                ok = false;
+                let _ = writeln!(out, "lookups skipped: {e}");
+            }
+        }
+    }
+    (out, ok)
+}
+
+fn role_of(layout: &str) -> Role {
+    if layout.starts_with("ASN") {
+        Role::Asn
+    } else if layout.starts_with("Anonymous") {
+        Role::Anonymous
+    } else {
+        Role::City
+    }
+}
+
+impl GeoInfo {
+    /// One line: country, city, coordinates, radius, network.
+    pub fn summary(&self) -> String {
+        let mut parts = vec![self.country.clone().unwrap_or_else(|| "unknown".into())];
+        if let Some(city) = &self.city {
+            parts.push(city.clone());
+        }
+        if let (Some(lat), Some(lon)) = (self.lat, self.lon) {
+            parts.push(format!("{lat:.4}, {lon:.4}"));
+        }
+        if let Some(km) = self.accuracy_km {
+            parts.push(format!("radius {km} km"));
+        }
+        if let Some(asn) = self.asn {
+            let org = self.as_org.as_deref().unwrap_or_default();
+            parts.push(format!("AS{asn} {org}"));
+        }
+        if self.anonymity.any() {
+            parts.push(format!("{:?}", self.anonymity));
+        }
+        parts.join(" · ")
     }
 }
 

@@ -87,15 +87,26 @@ fn an_address_outside_every_range_is_unknown_not_an_error() {
 
 #[test]
 fn reads_the_flat_dbip_lite_layout() {
+    // Like the real files: float (not double) coordinates, no radius, and
+    // an empty metadata description that `verify()` alone refuses.
     let mut g = GeoIp::open(&GeoIpConfig::new(fixture("dbip-city-lite-test.mmdb"))).unwrap();
+    assert_eq!(g.warnings().len(), 1, "{:?}", g.warnings());
+    assert!(
+        g.warnings()[0].contains("description"),
+        "{:?}",
+        g.warnings()
+    );
     let london = g.lookup(ip("81.2.69.142"));
     assert_eq!(
         (london.country.as_deref(), london.city.as_deref()),
         (Some("GB"), Some("London"))
     );
+    let (lat, lon) = (london.lat.unwrap(), london.lon.unwrap());
+    assert!((lat - 51.5142).abs() < 1e-4 && (lon + 0.0931).abs() < 1e-4);
     assert_eq!(
-        (london.lat, london.lon, london.accuracy_km),
-        (Some(51.5142), Some(-0.0931), None)
+        london.accuracy_km,
+        Some(DEFAULT_ASSUMED_ACCURACY_KM),
+        "no radius in the file: the assumed one, never 0"
     );
     let berlin = g.lookup(ip("2001:db8:1::7"));
     assert_eq!(berlin.country.as_deref(), Some("DE"));
@@ -158,7 +169,7 @@ fn reload_picks_up_a_replaced_file_and_keeps_the_old_one_on_error() {
     g.reload().unwrap();
     assert_eq!(
         g.lookup(ip("81.2.69.142")).accuracy_km,
-        None,
+        Some(DEFAULT_ASSUMED_ACCURACY_KM),
         "DB-IP data after reload"
     );
     std::fs::remove_dir_all(dir).unwrap();
@@ -189,8 +200,23 @@ fn reads_the_synthetic_fixtures_the_demo_embeds() {
 }
 
 #[test]
-fn an_undecodable_record_is_unknown_and_counted() {
-    let mut g = GeoIp::open(&GeoIpConfig::new(fixture("wrong-types-city.mmdb"))).unwrap();
+fn a_file_whose_records_do_not_decode_fails_at_open_naming_the_network() {
+    let err = GeoIp::open(&GeoIpConfig::new(fixture("wrong-types-city.mmdb")))
+        .err()
+        .expect("a file that would enrich everything to unknown is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("wrong-types-city.mmdb") && text.contains("198.51.100.0/24"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_undecodable_record_met_at_lookup_is_unknown_and_counted() {
+    let path = fixture("wrong-types-city.mmdb");
+    let bytes = std::fs::read(&path).unwrap();
+    let db = Database::from_bytes(bytes, &path, Role::City, 200).unwrap();
+    let mut g = GeoIp::assemble(GeoIpConfig::new(&path), vec![db], None, None);
     assert_eq!(g.lookup(ip("198.51.100.7")), GeoInfo::default());
     assert_eq!(g.decode_errors, 1);
     assert_eq!(
@@ -199,4 +225,58 @@ fn an_undecodable_record_is_unknown_and_counted() {
         "not covered: unknown, not an error"
     );
     assert_eq!(g.decode_errors, 1);
+}
+
+#[test]
+fn several_city_files_are_asked_in_order() {
+    let mut config = GeoIpConfig::new(fixture("dbip-city-lite-test.mmdb"));
+    config.city_db.push(CityDb::Entry(CityDbEntry {
+        path: fixture("GeoIP2-City-Test.mmdb"),
+        assumed_accuracy_km: Some(50),
+    }));
+    let mut g = GeoIp::open(&config).unwrap();
+    // In both: the first file answers (DB-IP, assumed radius).
+    assert_eq!(g.lookup(ip("81.2.69.142")).accuracy_km, Some(200));
+    // Only in the second: MaxMind's own radius.
+    let se = g.lookup(ip("89.160.20.120"));
+    assert_eq!(
+        (se.country.as_deref(), se.accuracy_km),
+        (Some("SE"), Some(76))
+    );
+}
+
+#[test]
+fn city_db_takes_a_path_a_list_or_tables() {
+    let one: GeoIpConfig = toml::from_str(r#"city_db = "a.mmdb""#).unwrap();
+    assert_eq!(one.city_db, vec![CityDb::Path("a.mmdb".into())]);
+    let many: GeoIpConfig =
+        toml::from_str(r#"city_db = ["v4.mmdb", { path = "v6.mmdb", assumed_accuracy_km = 300 }]"#)
+            .unwrap();
+    assert_eq!(many.city_db.len(), 2);
+    assert_eq!(many.city_db[1].assumed_accuracy_km(200), 300);
+    let zero: GeoIpConfig = toml::from_str("city_db = [\"x\"]\nassumed_accuracy_km = 0").unwrap();
+    assert!(
+        zero.validate()
+            .iter()
+            .any(|p| p.contains("assumed_accuracy_km"))
+    );
+}
+
+#[test]
+fn inspect_reports_layout_sample_and_lookups() {
+    let files = [
+        fixture("dbip-city-lite-test.mmdb"),
+        fixture("GeoLite2-ASN-Test.mmdb"),
+    ];
+    let (report, ok) = inspect(&files, &[ip("81.2.69.142"), ip("1.0.0.1")], 100);
+    assert!(ok, "{report}");
+    assert!(report.contains("DB-IP Lite flat layout"), "{report}");
+    assert!(report.contains("ASN (GeoLite2-ASN)"), "{report}");
+    assert!(report.contains("81.2.69.142: GB · London"), "{report}");
+    assert!(report.contains("AS15169"), "{report}");
+    let (report, ok) = inspect(&[fixture("wrong-types-city.mmdb")], &[], 100);
+    assert!(
+        !ok && report.contains("first failure: 198.51.100.0/24"),
+        "{report}"
+    );
 }

@@ -1,5 +1,6 @@
-//! Novelty: a new ASN, user-agent family or action class for a token after
-//! its learning period. Each kind of item is a small fixed-size set with a
+//! Novelty: a new ASN, user-agent family or action class for a token, once
+//! its own history is long enough ([`crate::learning`]), with a confidence
+//! that grows with that history. Each kind of item is a small fixed-size set with a
 //! last-seen stamp per item; items unseen for `forget_after` are forgotten,
 //! and a full set drops its least recently seen item.
 
@@ -12,6 +13,7 @@ use schemas::{DetectorKind, Evidence, Finding};
 use serde::{Deserialize, Serialize};
 
 use crate::detector::{Detector, Observation};
+use crate::learning::LearningConfig;
 use crate::state::TokenState;
 
 /// `[detectors.novelty]`
@@ -21,9 +23,6 @@ pub struct NoveltyConfig {
     /// Run this detector.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Items are learnt silently for this long after a token's first event.
-    #[serde(default = "default_learning", with = "humantime_serde")]
-    pub learning_period: Duration,
     /// An item not seen for this long is forgotten; seeing it again is new.
     #[serde(default = "default_forget", with = "humantime_serde")]
     pub forget_after: Duration,
@@ -41,9 +40,6 @@ pub struct NoveltyConfig {
 fn yes() -> bool {
     true
 }
-fn default_learning() -> Duration {
-    Duration::from_secs(3 * 86_400)
-}
 fn default_forget() -> Duration {
     Duration::from_secs(30 * 86_400)
 }
@@ -52,7 +48,6 @@ impl Default for NoveltyConfig {
     fn default() -> Self {
         NoveltyConfig {
             enabled: true,
-            learning_period: default_learning(),
             forget_after: default_forget(),
             asn: true,
             user_agent: true,
@@ -64,8 +59,8 @@ impl Default for NoveltyConfig {
 impl NoveltyConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
-        if self.forget_after <= self.learning_period {
-            p.push("detectors.novelty.forget_after: must be longer than learning_period".into());
+        if self.forget_after < Duration::from_secs(3600) {
+            p.push("detectors.novelty.forget_after: at least 1h".into());
         }
         if self.forget_after.as_secs() / 3600 > u64::from(u16::MAX) {
             p.push("detectors.novelty.forget_after: at most 7 years".into());
@@ -119,6 +114,30 @@ impl<const N: usize> ItemSet<N> {
         self.items.iter().filter(|&&x| x != 0).count()
     }
 
+    /// Adds `other`'s items, their hours moved by `shift_h` (other's hour 0
+    /// is this set's hour `shift_h`); a full set keeps the most recent.
+    pub fn merge(&mut self, other: &Self, shift_h: i32) {
+        for (&item, &seen) in other.items.iter().zip(&other.seen_h) {
+            if item == 0 {
+                continue;
+            }
+            let seen = (i32::from(seen) + shift_h).clamp(0, i32::from(u16::MAX)) as u16;
+            if let Some(i) = self.items.iter().position(|&x| x == item) {
+                self.seen_h[i] = self.seen_h[i].max(seen);
+                continue;
+            }
+            let slot = self
+                .items
+                .iter()
+                .position(|&x| x == 0)
+                .unwrap_or_else(|| (0..N).min_by_key(|&i| self.seen_h[i]).unwrap_or(0));
+            if self.items[slot] == 0 || self.seen_h[slot] < seen {
+                self.items[slot] = item;
+                self.seen_h[slot] = seen;
+            }
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -133,6 +152,13 @@ pub struct NoveltyState {
 }
 
 impl NoveltyState {
+    /// Adds another state's items (see [`ItemSet::merge`]).
+    pub fn merge(&mut self, other: &Self, shift_h: i32) {
+        self.asns.merge(&other.asns, shift_h);
+        self.user_agents.merge(&other.user_agents, shift_h);
+        self.action_classes.merge(&other.action_classes, shift_h);
+    }
+
     /// How many items of each kind are known, for the admin API.
     pub fn describe(&self) -> serde_json::Value {
         serde_json::json!({
@@ -152,17 +178,16 @@ pub fn digest(text: &str) -> u32 {
 
 pub struct NoveltyDetector {
     config: NoveltyConfig,
-    learning_s: u32,
+    learning: LearningConfig,
     forget_h: u16,
 }
 
 impl NoveltyDetector {
-    pub fn new(config: NoveltyConfig) -> Self {
-        let learning_s = config.learning_period.as_secs().min(u64::from(u32::MAX)) as u32;
+    pub fn new(config: NoveltyConfig, learning: LearningConfig) -> Self {
         let forget_h = (config.forget_after.as_secs() / 3600).min(u64::from(u16::MAX)) as u16;
         NoveltyDetector {
             config,
-            learning_s,
+            learning,
             forget_h,
         }
     }
@@ -179,35 +204,34 @@ impl Detector for NoveltyDetector {
 
     fn observe(&self, obs: &Observation<'_>, state: &mut TokenState, out: &mut Vec<Finding>) {
         let age_s = state.age_s(obs.ts_s);
-        let learning = age_s < self.learning_s;
+        let confidence = self.learning.confidence(state.events, age_s);
+        let events = state.events;
         let now_h = (age_s / 3600).min(u32::from(u16::MAX)) as u16;
         let e = obs.event;
         let n = &mut state.novelty;
         let mut report = |kind: &'static str, what: &'static str, value: String, score: f64| {
-            if learning {
+            let Some(confidence) = confidence else {
                 return;
-            }
+            };
             let evidence = Evidence {
                 events: vec![obs.event_ref()],
                 ..Default::default()
             }
-            .fact(what, value.clone());
+            .fact(what, value.clone())
+            .fact("token_events", events);
             let age = if age_s >= 2 * 86_400 {
                 format!("{} days", age_s / 86_400)
             } else {
                 format!("{} h", age_s / 3600)
             };
             let summary = format!(
-                "first {} {value} for this token after {age}",
+                "first {} {value} for this token after {age} and {events} calls",
                 what.replace('_', " ")
             );
-            out.push(Finding::new(
-                DetectorKind::Novelty,
-                kind,
-                score,
-                summary,
-                evidence,
-            ));
+            out.push(
+                Finding::new(DetectorKind::Novelty, kind, score, summary, evidence)
+                    .with_confidence(confidence),
+            );
         };
         if self.config.asn
             && let Some(asn) = e.asn

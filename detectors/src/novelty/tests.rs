@@ -7,7 +7,6 @@ use crate::testkit::*;
 
 fn config() -> NoveltyConfig {
     NoveltyConfig {
-        learning_period: Duration::from_secs(86_400),
         forget_after: Duration::from_secs(10 * 86_400),
         ..Default::default()
     }
@@ -24,7 +23,7 @@ fn call(ts: i64, asn: u32, ua: &str, action: &str) -> Event {
 
 #[test]
 fn new_asn_after_learning_is_a_finding_and_learning_is_silent() {
-    let mut h = Harness::new(NoveltyDetector::new(config()), T0_MS);
+    let mut h = Harness::new(NoveltyDetector::new(config(), learning_one_day()), T0_MS);
     assert!(
         h.feed(&call(T0_MS, 20712, "aws-cli/2.13", "s3:GetObject"))
             .is_empty()
@@ -57,7 +56,7 @@ fn new_asn_after_learning_is_a_finding_and_learning_is_silent() {
 
 #[test]
 fn new_user_agent_family_and_action_class() {
-    let mut h = Harness::new(NoveltyDetector::new(config()), T0_MS);
+    let mut h = Harness::new(NoveltyDetector::new(config(), learning_one_day()), T0_MS);
     h.feed(&call(T0_MS, 1, "aws-cli/2.13", "s3:GetObject"));
     let f = h.feed(&call(
         T0_MS + 2 * DAY_MS,
@@ -73,7 +72,7 @@ fn new_user_agent_family_and_action_class() {
 
 #[test]
 fn forgotten_items_are_new_again() {
-    let mut h = Harness::new(NoveltyDetector::new(config()), T0_MS);
+    let mut h = Harness::new(NoveltyDetector::new(config(), learning_one_day()), T0_MS);
     h.feed(&call(T0_MS, 1, "a/1", "x"));
     h.feed(&call(T0_MS + 2 * DAY_MS, 2, "a/1", "x"));
     // ASN 1 last seen on day 0; by day 12 it is forgotten.

@@ -7,6 +7,7 @@
 //! token may use in total. At the cap, a new token evicts the idlest of a
 //! few sampled tokens (Redis's approximated LRU).
 
+pub mod principals;
 pub mod window;
 
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
@@ -23,6 +24,8 @@ pub struct TokenState {
     /// Event time of the first and the latest event, epoch seconds.
     pub first_seen_s: u32,
     pub last_seen_s: u32,
+    /// Events seen (saturating): how much history "new" rests on.
+    pub events: u32,
     pub volume: VolumeState,
     pub geo: GeoState,
     pub novelty: NoveltyState,
@@ -138,6 +141,7 @@ impl TokenStore {
         };
         let state = &mut self.slots[i].state;
         state.last_seen_s = state.last_seen_s.max(now_s);
+        state.events = state.events.saturating_add(1);
         (state, previous)
     }
 

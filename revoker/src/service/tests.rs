@@ -34,6 +34,7 @@ fn decision(token: &str, n: u32) -> Decision {
         risk: 0.95,
         findings: vec![finding],
         shadow_findings: vec![],
+        basis: vec![],
         repeats: None,
         notes: vec![],
         event_ts_ms: 1_795_813_200_000,
