@@ -235,6 +235,15 @@ fn rules_test(dir: &Path, anonymous_db: Option<&Path>) -> ExitCode {
 fn check_config(path: PathBuf) -> ExitCode {
     match Config::load(&path) {
         Ok(config) => {
+            // Opening the databases decodes a sample of their records: one
+            // that exists but does not decode fails here, not silently at
+            // run time as "unknown".
+            if let Some(geoip) = &config.detectors.geoip
+                && let Err(e) = detectors::GeoIp::open(geoip)
+            {
+                eprintln!("{}: invalid config:\n  - {e}", path.display());
+                return ExitCode::FAILURE;
+            }
             println!(
                 "{} is valid. Effective config (secrets are only ever named, never stored):\n",
                 path.display()

@@ -156,3 +156,43 @@ fn real_dbip_geography_decodes_and_judges_travel_sensibly() {
         .unwrap();
     assert!(stolen.basis.len() >= 2, "{:?}", stolen.basis);
 }
+
+/// `check-config` opens the GeoIP databases: a file whose records exist
+/// but do not decode fails it, naming the file and the network.
+#[test]
+fn check_config_fails_on_a_database_whose_records_do_not_decode() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("tokenwatch.example.toml")).unwrap();
+    let broken = example.replace(
+        "city_db = \"tests/fixtures/geoip/synthetic-city.mmdb\"",
+        "city_db = \"tests/fixtures/geoip/wrong-types-city.mmdb\"",
+    );
+    assert_ne!(broken, example);
+    let dir = crate::support::temp_dir();
+    let path = dir.join("broken.toml");
+    std::fs::write(&path, broken).unwrap();
+    let out = crate::support::tokenwatch()
+        .current_dir(root)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("wrong-types-city.mmdb") && stderr.contains("198.51.100.0/24"),
+        "{stderr}"
+    );
+    // The shipped example passes.
+    let ok = crate::support::tokenwatch()
+        .current_dir(root)
+        .arg("check-config")
+        .arg("tokenwatch.example.toml")
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
