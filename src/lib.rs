@@ -23,6 +23,7 @@ pub mod config;
 pub mod demo;
 pub mod pipeline;
 pub mod replay;
+pub mod quality;
 pub mod scenario;
 
 pub use config::Config;
