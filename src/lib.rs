@@ -22,8 +22,8 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod pipeline;
-pub mod replay;
 pub mod quality;
+pub mod replay;
 pub mod scenario;
 
 pub use config::Config;

@@ -95,7 +95,13 @@ impl Caller<'_> {
 fn attack(kind: &str, place: &Place, owner_ua: &str, at: i64, c: &mut Caller) {
     let (ua, calls, every_ms, action, bytes): (&str, i64, i64, &str, u64) = match kind {
         // 1,500 exports in 5 minutes by the thief's script, from a cloud abroad.
-        "burst" => ("python-requests/2.31.0", 1500, 200, "GET /v1/orders/export", 200_000),
+        "burst" => (
+            "python-requests/2.31.0",
+            1500,
+            200,
+            "GET /v1/orders/export",
+            200_000,
+        ),
         // 1,000 exports in 5 minutes from a cloud at home, the owner's client copied.
         "hosting_burst_home" => (owner_ua, 1000, 300, "GET /v1/orders/export", 200_000),
         // Ten calls from another continent.
@@ -103,7 +109,13 @@ fn attack(kind: &str, place: &Place, owner_ua: &str, at: i64, c: &mut Caller) {
         // An hour of calls from another continent while the owner works on.
         "parallel" => ("Go-http-client/1.1", 30, 2 * MIN_MS, ACTIONS[0], 2000),
         // Low and slow: one admin read a minute from a cloud, for an hour.
-        _ => ("python-requests/2.31.0", 60, MIN_MS, "GET /v1/admin/users/{id}", 1500),
+        _ => (
+            "python-requests/2.31.0",
+            60,
+            MIN_MS,
+            "GET /v1/admin/users/{id}",
+            1500,
+        ),
     };
     let mut thief = Caller {
         token: c.token,
@@ -150,7 +162,12 @@ pub fn generate(world: &World, tokens: usize, days: u32, start_ms: i64, seed: u6
         let steady = |c: &mut Caller, rng: &mut Rng, place: &Place, every_ms: i64| {
             let mut t = start_ms + rng.below(every_ms as u64) as i64;
             while t < end {
-                c.call(t, place, ACTIONS[rng.below(3) as usize], 800 + rng.below(4000));
+                c.call(
+                    t,
+                    place,
+                    ACTIONS[rng.below(3) as usize],
+                    800 + rng.below(4000),
+                );
                 t += every_ms / 2 + rng.below(every_ms as u64) as i64;
             }
         };
@@ -202,12 +219,13 @@ pub fn generate(world: &World, tokens: usize, days: u32, start_ms: i64, seed: u6
                 let mut t = start_ms + rng.below(5 * MIN_MS as u64) as i64;
                 let mut place = home;
                 while t < end {
-                    if t >= leave && std::ptr::eq(place, home) {
-                        if let Some(h) = hotel {
-                            // The flight: no calls for its length plus 3 h.
-                            t += ((world::km(home, h) / 800.0 + 3.0) * HOUR_MS as f64) as i64;
-                            place = h;
-                        }
+                    if t >= leave
+                        && std::ptr::eq(place, home)
+                        && let Some(h) = hotel
+                    {
+                        // The flight: no calls for its length plus 3 h.
+                        t += ((world::km(home, h) / 800.0 + 3.0) * HOUR_MS as f64) as i64;
+                        place = h;
                     }
                     c.call(t, place, "repo.read", 900);
                     t += 2 * MIN_MS + rng.below(4 * MIN_MS as u64) as i64;
@@ -217,7 +235,8 @@ pub fn generate(world: &World, tokens: usize, days: u32, start_ms: i64, seed: u6
                 let net = pick(&mut rng, &carriers).clone();
                 let mut t = start_ms + rng.below(3 * MIN_MS as u64) as i64;
                 while t < end {
-                    c.call(t, *pick(&mut rng, &net), ACTIONS[0], 1200);
+                    let phone: &&Place = pick(&mut rng, &net);
+                    c.call(t, phone, ACTIONS[0], 1200);
                     t += MIN_MS + rng.below(4 * MIN_MS as u64) as i64;
                 }
             }
@@ -263,7 +282,11 @@ pub fn generate(world: &World, tokens: usize, days: u32, start_ms: i64, seed: u6
             attack_start_ms: None,
         });
     }
-    events.sort_by(|a, b| a.ts_ms.cmp(&b.ts_ms).then_with(|| a.request_id.cmp(&b.request_id)));
+    events.sort_by(|a, b| {
+        a.ts_ms
+            .cmp(&b.ts_ms)
+            .then_with(|| a.request_id.cmp(&b.request_id))
+    });
     Stream {
         events,
         tokens: labelled,

@@ -19,6 +19,8 @@ pub struct Row {
     pub alerted: usize,
     pub alert_days: usize,
     pub lags_ms: Vec<i64>,
+    /// Findings in this label's alerts, by kind (what fooled us).
+    pub alert_findings: BTreeMap<&'static str, usize>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -59,14 +61,21 @@ pub fn run(stream: &Stream, geoip: GeoIp) -> Score {
     let mut first_revoke: HashMap<&str, i64> = HashMap::new();
     let mut alerted: HashSet<&str> = HashSet::new();
     let mut alert_days: HashSet<(&str, i64)> = HashSet::new();
+    let mut alert_findings: HashMap<&str, Vec<&'static str>> = HashMap::new();
     for d in &decisions {
         match d.action {
             Action::Revoke => {
-                let t = first_revoke.entry(d.token_id.as_str()).or_insert(d.event_ts_ms);
+                let t = first_revoke
+                    .entry(d.token_id.as_str())
+                    .or_insert(d.event_ts_ms);
                 *t = (*t).min(d.event_ts_ms);
             }
             Action::Alert => {
                 alerted.insert(d.token_id.as_str());
+                alert_findings
+                    .entry(d.token_id.as_str())
+                    .or_default()
+                    .extend(d.findings.iter().map(|f| f.kind));
                 let day = (d.event_ts_ms - stream.start_ms) / 86_400_000;
                 alert_days.insert((d.token_id.as_str(), day));
             }
@@ -96,6 +105,9 @@ pub fn run(stream: &Stream, geoip: GeoIp) -> Score {
             None => {}
         }
         row.alert_days += alert_days.iter().filter(|(tok, _)| *tok == id).count();
+        for kind in alert_findings.get(id).into_iter().flatten() {
+            *row.alert_findings.entry(kind).or_default() += 1;
+        }
     }
     score
 }
@@ -130,23 +142,48 @@ impl Score {
     /// The table the README reports.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "| attack | tokens | revoked | alerted only | missed | median lag to revoke |");
+        let _ = writeln!(
+            out,
+            "| attack | tokens | revoked | alerted only | missed | median lag to revoke |"
+        );
         let _ = writeln!(out, "|---|---|---|---|---|---|");
         for name in ATTACKS {
             let r = self.attacks.get(name).cloned().unwrap_or_default();
-            let lag = median(&r.lags_ms).map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
+            let lag =
+                median(&r.lags_ms).map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
             let missed = r.tokens - r.revoked - r.alerted;
-            let _ = writeln!(out, "| {name} | {} | {} | {} | {missed} | {lag} |", r.tokens, r.revoked, r.alerted);
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {missed} | {lag} |",
+                r.tokens, r.revoked, r.alerted
+            );
         }
-        let _ = writeln!(out, "\n| benign trap | tokens | revoked | alerted | token-days alerted |");
-        let _ = writeln!(out, "|---|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "\n| benign trap | tokens | revoked | alerted | token-days alerted | findings in the alerts |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|");
         for name in TRAPS {
             let r = self.traps.get(name).cloned().unwrap_or_default();
-            let _ = writeln!(out, "| {name} | {} | {} | {} | {} |", r.tokens, r.revoked, r.alerted, r.alert_days);
+            let kinds: Vec<String> = r
+                .alert_findings
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {} | {} |",
+                r.tokens,
+                r.revoked,
+                r.alerted,
+                r.alert_days,
+                kinds.join(", ")
+            );
         }
         let (a, b) = (self.attacks_total(), self.benign());
         let token_days = (b.tokens * self.days as usize).max(1);
-        let lag = median(&a.lags_ms).map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
+        let lag =
+            median(&a.lags_ms).map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
         let _ = writeln!(
             out,
             "\n{} events, {} days. Attacks revoked {}/{} ({:.0}%), alerted only {}; median lag {lag}. \

@@ -105,6 +105,8 @@ pub struct GeoState {
     ts_s: u32,
     ip: u32,
     asn: u32,
+    /// Digest of the AS organisation name (0: unknown).
+    org: u32,
     accuracy_km: u16,
     country: u16,
     countries: [u16; COUNTRIES],
@@ -151,6 +153,7 @@ impl GeoState {
                 ts_s: other.ts_s,
                 ip: other.ip,
                 asn: other.asn,
+                org: other.org,
                 accuracy_km: other.accuracy_km,
                 country: other.country,
                 flags: other.flags,
@@ -234,6 +237,7 @@ struct Here {
     lat: f64,
     lon: f64,
     asn: u32,
+    org: u32,
     /// Unreliable by itself (anonymous, listed ASN, big radius).
     low: bool,
     network: NetworkKind,
@@ -344,6 +348,7 @@ impl GeoDetector {
         obs: &Observation<'_>,
         state: &mut TokenState,
         low: bool,
+        same_provider: bool,
         out: &mut Vec<Finding>,
     ) {
         let Some(code) = obs
@@ -370,7 +375,7 @@ impl GeoDetector {
             .collect();
         g.countries[usize::from(g.next_country) % COUNTRIES] = code;
         g.next_country = (g.next_country + 1) % COUNTRIES as u8;
-        let Some(history) = history.filter(|_| !known.is_empty()) else {
+        let Some(history) = history.filter(|_| !known.is_empty() && !same_provider) else {
             return;
         };
         let country = unpack_country(code);
@@ -416,6 +421,11 @@ impl Detector for GeoDetector {
             lat,
             lon,
             asn,
+            org: if same_ip {
+                g.org
+            } else {
+                e.as_org.as_deref().map_or(0, crate::novelty::digest)
+            },
             low: self.low_confidence(obs),
             // Classified once per change of address, not per event.
             network: if same_ip {
@@ -430,17 +440,24 @@ impl Detector for GeoDetector {
         // The same address with new geo data (a database update) is not
         // travel; nor is a move within one network in one country, nor one
         // between two places this token normally uses.
+        // One cloud's or one carrier's own network, across regions: the
+        // address is placed at a data centre or gateway, not at a user, so
+        // neither travel nor a new country.
+        let same_provider = located
+            && here.network != NetworkKind::Other
+            && flags_kind(g.flags) == here.network
+            && ((asn != 0 && g.asn == asn) || (here.org != 0 && g.org == here.org));
         if located && !same_ip {
             let same_network = asn != 0 && g.asn == asn && g.country == country;
             let habitual = g
                 .places
                 .known(centi(f64::from(g.lat)), centi(f64::from(g.lon)), g.asn)
                 && g.places.known(clat, clon, asn);
-            if !same_network && !habitual {
+            if !same_network && !same_provider && !habitual {
                 self.travel(obs, g, &here, out);
             }
         }
-        self.new_country(obs, state, here.low, out);
+        self.new_country(obs, state, here.low, same_provider, out);
         let g = &mut state.geo;
         g.places.record(clat, clon, asn, now_h);
         if !located || obs.ts_s >= g.ts_s {
@@ -452,6 +469,7 @@ impl Detector for GeoDetector {
                 ts_s: obs.ts_s,
                 ip: digest,
                 asn,
+                org: here.org,
                 accuracy_km: e.accuracy_km.unwrap_or(0),
                 country,
                 flags,

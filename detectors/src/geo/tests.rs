@@ -290,25 +290,33 @@ fn dbip_radii_absorb_an_isps_spread_of_addresses() {
 
 #[test]
 fn cloud_and_mobile_networks_make_travel_low_confidence() {
-    // A CI runner hops from AWS us-east-1 to AWS eu-west-1 in a minute.
+    let aws = |ts, ip, country, lat, lon, asn| {
+        let mut e = at(event(ts), ip, country, lat, lon, 5, asn);
+        e.as_org = Some("Amazon.com, Inc.".into());
+        e
+    };
+    // A CI runner hops from AWS us-east-1 (AS14618) to AWS eu-west-1
+    // (AS16509) in a minute: one cloud's own network, not travel at all.
     let mut h = harness(GeoConfig::default());
-    h.feed(&at(
-        event(T0_MS),
-        "198.51.100.1",
-        "US",
-        39.04,
-        -77.49,
-        5,
-        16509,
-    ));
-    let f = h.feed(&at(
-        event(T0_MS + MIN_MS),
+    h.feed(&aws(T0_MS, "198.51.100.1", "US", 39.04, -77.49, 14618));
+    let f = h.feed(&aws(
+        T0_MS + MIN_MS,
         "203.0.113.1",
         "IE",
         53.35,
         -6.26,
+        16509,
+    ));
+    assert!(f.is_empty(), "{f:?}");
+    // From one cloud to another: reported, at low confidence.
+    let f = h.feed(&at(
+        event(T0_MS + 2 * MIN_MS),
+        "203.0.113.50",
+        "JP",
+        35.68,
+        139.69,
         5,
-        14618,
+        15169,
     ));
     let travel = f
         .iter()
@@ -316,8 +324,10 @@ fn cloud_and_mobile_networks_make_travel_low_confidence() {
         .expect("reported");
     assert!(travel.confidence < 0.7, "{}", travel.confidence);
     assert_eq!(travel.evidence.facts["from_network"], "hosting");
+    assert_eq!(travel.evidence.facts["to_network"], "hosting");
 
-    // A phone on T-Mobile US placed in two far apart gateways.
+    // A phone on T-Mobile US placed at two far apart gateways: the
+    // carrier's own network. Then on a Mexican carrier: low confidence.
     let mut h = harness(GeoConfig::default());
     h.feed(&at(
         event(T0_MS),
@@ -330,12 +340,22 @@ fn cloud_and_mobile_networks_make_travel_low_confidence() {
     ));
     let f = h.feed(&at(
         event(T0_MS + MIN_MS),
+        "198.51.100.9",
+        "US",
+        25.76,
+        -80.19,
+        5,
+        21928,
+    ));
+    assert!(f.is_empty(), "{f:?}");
+    let f = h.feed(&at(
+        event(T0_MS + 2 * MIN_MS),
         "198.51.100.77",
         "MX",
         19.4,
         -99.1,
         5,
-        21928,
+        8151,
     ));
     let travel = f
         .iter()

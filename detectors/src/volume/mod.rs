@@ -32,6 +32,12 @@ pub struct VolumeConfig {
     /// A window this many times its baseline is a spike.
     #[serde(default = "default_spike_factor")]
     pub spike_factor: f64,
+    /// A spike must also be 1.5 times the token's largest spike (as a
+    /// multiple of its baseline) of recent days, which halves every
+    /// `peak_half_life`: a recurring batch job alerts the first night, not
+    /// every night.
+    #[serde(default = "default_peak_half_life", with = "humantime_serde")]
+    pub peak_half_life: Duration,
     /// Fewer requests than this in a window never make a spike, so sparse
     /// tokens do not fire on a handful of calls.
     #[serde(default = "default_min_requests")]
@@ -57,6 +63,9 @@ fn default_half_life() -> Duration {
 fn default_warmup() -> Duration {
     Duration::from_secs(1800)
 }
+fn default_peak_half_life() -> Duration {
+    Duration::from_secs(3 * 86_400)
+}
 fn default_spike_factor() -> f64 {
     10.0
 }
@@ -81,6 +90,7 @@ impl Default for VolumeConfig {
             baseline_half_life: default_half_life(),
             warmup: default_warmup(),
             spike_factor: default_spike_factor(),
+            peak_half_life: default_peak_half_life(),
             min_requests: default_min_requests(),
             max_requests: default_max_requests(),
             max_bytes: default_max_bytes(),
@@ -120,6 +130,12 @@ impl VolumeConfig {
 pub struct VolumeState {
     window: Window,
     baseline: Baseline,
+    /// The largest ratio (window ÷ baseline) of past spike episodes,
+    /// decaying, and the largest of the episode under way (0 if none), in
+    /// tenths. A spike is judged against past episodes only, so a burst's
+    /// own first minutes never mask the rest of it.
+    peak_tenths: u16,
+    episode_tenths: u16,
 }
 
 impl VolumeState {
@@ -134,6 +150,7 @@ impl VolumeState {
                 "records": self.baseline.records,
                 "samples": self.baseline.samples,
             },
+            "recent_peak_ratio": f64::from(self.peak_tenths) / 10.0,
         })
     }
 }
@@ -142,6 +159,8 @@ pub struct VolumeDetector {
     config: VolumeConfig,
     bucket_s: u32,
     alpha: f32,
+    /// The peak ratio's decay per window step.
+    peak_decay: f32,
     warmup_samples: u16,
 }
 
@@ -152,12 +171,41 @@ impl VolumeDetector {
         let alpha = (1.0 - 0.5f64.powf(f64::from(bucket_s) / half_life)) as f32;
         let warmup_samples =
             (config.warmup.as_secs() / u64::from(bucket_s)).min(u64::from(u16::MAX)) as u16;
+        let peak_half_life = config.peak_half_life.as_secs_f64().max(1.0);
+        let peak_decay = 0.5f64.powf(f64::from(bucket_s) / peak_half_life) as f32;
         VolumeDetector {
             config,
             bucket_s,
             alpha,
+            peak_decay,
             warmup_samples,
         }
+    }
+
+    /// (unit, observed, baseline) of a window's totals. The baseline never
+    /// counts as lower than what min_requests allows, so a near-silent
+    /// token needs min_requests to spike.
+    fn metrics(&self, t: Totals, b: &Baseline) -> [(&'static str, f64, f64); 3] {
+        let req_floor = (self.config.min_requests as f64 / self.config.spike_factor).max(1.0);
+        let per_request_kib = f64::from(b.kib) / f64::from(b.requests).max(1.0);
+        let per_request_records = f64::from(b.records) / f64::from(b.requests).max(1.0);
+        [
+            (
+                "requests",
+                t.requests as f64,
+                f64::from(b.requests).max(req_floor),
+            ),
+            (
+                "KiB",
+                t.kib as f64,
+                f64::from(b.kib).max(req_floor * per_request_kib.max(1.0)),
+            ),
+            (
+                "records",
+                t.records as f64,
+                f64::from(b.records).max(req_floor * per_request_records.max(1.0)),
+            ),
+        ]
     }
 
     fn cap_finding(
@@ -182,6 +230,9 @@ impl VolumeDetector {
         Finding::new(DetectorKind::Volume, "mass_export", 1.0, summary, evidence)
     }
 }
+
+/// How far above the token's recent peak ratio a spike must be.
+const PEAK_MARGIN: f64 = 1.5;
 
 /// Maps how far over the spike threshold a window is to a score: 0.6 at the
 /// threshold, 0.95 at ten times it.
@@ -214,7 +265,23 @@ impl Detector for VolumeDetector {
         match v.window.add(obs.ts_s / self.bucket_s, sample) {
             Added::TooLate => return,
             Added::Advanced(steps) if steps > 0 && !fresh => {
-                v.baseline.update(before, steps - 1, self.alpha)
+                // The window that just closed sets the recent peak, before
+                // it is folded into the baseline it is measured against.
+                let closed = self
+                    .metrics(before, &v.baseline)
+                    .iter()
+                    .map(|(_, observed, base)| observed / base)
+                    .fold(0.0, f64::max) as f32;
+                let tenths = |r: f32| (r * 10.0).round().clamp(0.0, f32::from(u16::MAX)) as u16;
+                let decay = self.peak_decay.powi(steps.min(i32::MAX as u32) as i32);
+                v.peak_tenths = tenths(f32::from(v.peak_tenths) / 10.0 * decay);
+                if closed > self.config.spike_factor as f32 {
+                    v.episode_tenths = v.episode_tenths.max(tenths(closed));
+                } else if v.episode_tenths > 0 {
+                    v.peak_tenths = v.peak_tenths.max(v.episode_tenths);
+                    v.episode_tenths = 0;
+                }
+                v.baseline.update(before, steps - 1, self.alpha);
             }
             Added::Advanced(_) => {}
         }
@@ -234,36 +301,16 @@ impl Detector for VolumeDetector {
         {
             return;
         }
-        // The baseline never counts as lower than what min_requests allows,
-        // so a near-silent token needs min_requests to spike.
         let factor = self.config.spike_factor;
-        let floor = self.config.min_requests as f64 / factor;
-        let b = &v.baseline;
-        let req_floor = floor.max(1.0);
-        let per_request_kib = f64::from(b.kib) / f64::from(b.requests).max(1.0);
-        let per_request_records = f64::from(b.records) / f64::from(b.requests).max(1.0);
-        let metrics = [
-            (
-                "requests",
-                t.requests as f64,
-                f64::from(b.requests).max(req_floor),
-            ),
-            (
-                "KiB",
-                t.kib as f64,
-                f64::from(b.kib).max(req_floor * per_request_kib.max(1.0)),
-            ),
-            (
-                "records",
-                t.records as f64,
-                f64::from(b.records).max(req_floor * per_request_records.max(1.0)),
-            ),
-        ];
+        let metrics = self.metrics(t, &v.baseline);
         let worst = metrics
             .iter()
             .filter(|(_, observed, base)| *observed > factor * base)
             .max_by(|a, b| (a.1 / a.2).total_cmp(&(b.1 / b.2)));
-        if let Some(&(unit, observed, base)) = worst {
+        let peak = f64::from(v.peak_tenths) / 10.0;
+        if let Some(&(unit, observed, base)) =
+            worst.filter(|(_, observed, base)| observed / base > PEAK_MARGIN * peak)
+        {
             let threshold = factor * base;
             let evidence = Evidence {
                 observed: Some(observed),
@@ -274,7 +321,8 @@ impl Detector for VolumeDetector {
                 ..Default::default()
             }
             .fact("window_s", self.config.window.as_secs())
-            .fact("ratio", (observed / base * 10.0).round() / 10.0);
+            .fact("ratio", (observed / base * 10.0).round() / 10.0)
+            .fact("recent_peak_ratio", (peak * 10.0).round() / 10.0);
             let summary = format!(
                 "{observed:.0} {unit} in {}s is {:.1}x the learned baseline of {base:.1}",
                 self.config.window.as_secs(),

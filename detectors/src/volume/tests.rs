@@ -138,3 +138,37 @@ fn config_validation() {
     assert_eq!(bad.validate().len(), 3, "{:?}", bad.validate());
     assert!(VolumeConfig::default().validate().is_empty());
 }
+
+#[test]
+fn a_nightly_batch_spikes_the_first_night_only_and_a_bigger_burst_still_does() {
+    let mut h = Harness::new(VolumeDetector::new(VolumeConfig::default()), T0_MS);
+    let mut spikes_per_night = Vec::new();
+    for night in 0..3 {
+        let day0 = T0_MS + night * DAY_MS;
+        // A quiet day: a call every 5 minutes.
+        for i in 0..(22 * 12) {
+            h.feed(&event(day0 + i * 5 * MIN_MS));
+        }
+        // The batch: 120 calls a minute for 20 minutes.
+        let batch = day0 + 22 * HOUR_MS;
+        let f = h.feed_all(
+            &(0..2400)
+                .map(|n| event(batch + n * 500))
+                .collect::<Vec<_>>(),
+        );
+        spikes_per_night.push(f.iter().filter(|f| f.kind == "volume_spike").count());
+        for i in 0..24 {
+            h.feed(&event(batch + 30 * MIN_MS + i * 5 * MIN_MS));
+        }
+    }
+    assert!(spikes_per_night[0] > 0, "{spikes_per_night:?}");
+    assert_eq!(spikes_per_night[1..], [0, 0], "{spikes_per_night:?}");
+    // A thief's burst far above the batch still spikes.
+    let t = T0_MS + 3 * DAY_MS + 12 * HOUR_MS;
+    let f = h.feed_all(&(0..6000).map(|n| event(t + n * 10)).collect::<Vec<_>>());
+    assert!(
+        f.iter()
+            .any(|f| f.kind == "volume_spike" || f.kind == "mass_export"),
+        "{f:?}"
+    );
+}
