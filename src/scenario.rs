@@ -7,16 +7,25 @@
 //! Time is virtual: events span `duration_ms` from `start_ms`. The first
 //! third is the learning period ([`Scenario::detectors_config`] scales the
 //! detectors to it); attacks happen in the last third.
+//!
+//! Benign tokens include the traps that fool naive detectors: services
+//! alternating between two egress points, travellers (a flight abroad),
+//! phones hopping a carrier's gateways and CI runners hopping a cloud's
+//! regions (one synthetic ASN each is declared mobile and hosting in
+//! [`Scenario::detectors_config`]). Distances are the scenario's own
+//! great-circle computation, not the detector's.
 
 use std::net::IpAddr;
 
-use detectors::geo::distance_km;
 use detectors::learning::LearningConfig;
+use detectors::networks::NetworksConfig;
 use detectors::novelty::NoveltyConfig;
 use detectors::volume::VolumeConfig;
 use detectors::{DetectorsConfig, GeoIp};
 use schemas::sample::Rng;
 use schemas::{Event, TokenMetadata};
+
+use crate::quality::world::great_circle_km;
 
 /// Synthetic GeoIP data, embedded so `demo` needs no download.
 pub const CITY_DB: &[u8] = include_bytes!("../tests/fixtures/geoip/synthetic-city.mmdb");
@@ -50,6 +59,35 @@ pub struct Scenario {
     pub benign_tokens: Vec<String>,
     pub start_ms: i64,
     pub duration_ms: i64,
+    /// The synthetic ASNs the traps use as a cloud and a carrier.
+    pub hosting_asn: u32,
+    pub mobile_asn: u32,
+}
+
+/// Where a token's calls come from.
+struct Route {
+    places: Vec<Place>,
+    /// A trip: from `places[0]` to `places[1]`, silent while flying.
+    trip: Option<(i64, i64)>,
+}
+
+impl Route {
+    fn home(place: &Place) -> Self {
+        Route {
+            places: vec![place.clone()],
+            trip: None,
+        }
+    }
+
+    /// The place of call `n` at `t`, or `None` in flight.
+    fn at(&self, t: i64, n: u64) -> Option<&Place> {
+        match self.trip {
+            Some((leave, _)) if t < leave => self.places.first(),
+            Some((_, arrive)) if t < arrive => None,
+            Some(_) => self.places.get(1),
+            None => self.places.get(n as usize % self.places.len().max(1)),
+        }
+    }
 }
 
 /// A located address of the synthetic data.
@@ -125,7 +163,7 @@ impl Scenario {
         let attack_start = start_ms + duration_ms * 2 / 3;
 
         let token = |name: String,
-                     home: &Place,
+                     route: &Route,
                      actions: &[&str],
                      ua: &str,
                      rng: &mut Rng,
@@ -136,6 +174,10 @@ impl Scenario {
             let mut t = start_ms + rng.below(interval as u64) as i64;
             let mut n = 0u64;
             while t < until {
+                let Some(place) = route.at(t, n) else {
+                    t += interval;
+                    continue;
+                };
                 let mut e = Event::new(
                     t,
                     name.clone(),
@@ -143,7 +185,7 @@ impl Scenario {
                     actions[(n as usize) % actions.len()],
                 );
                 e.principal = Some(format!("svc-{}", &name[name.len().saturating_sub(3)..]));
-                e.src_ip = Some(home.ip);
+                e.src_ip = Some(place.ip);
                 e.user_agent = Some(ua.into());
                 e.status = Some(200);
                 e.bytes_out = Some(400 + rng.below(4000));
@@ -159,15 +201,70 @@ impl Scenario {
             }
         };
 
+        // The two ASNs with the most places play a cloud and a carrier.
+        let mut by_asn: std::collections::BTreeMap<u32, Vec<Place>> = Default::default();
+        for p in &places {
+            by_asn.entry(p.asn).or_default().push(p.clone());
+        }
+        let mut fleets: Vec<(u32, Vec<Place>)> = by_asn.into_iter().collect();
+        fleets.sort_by_key(|(asn, ps)| (std::cmp::Reverse(ps.len()), *asn));
+        let (hosting_asn, cloud) = fleets[0].clone();
+        let (mobile_asn, carrier) = fleets[1 % fleets.len()].clone();
+        let ordinary: Vec<Place> = places
+            .iter()
+            .filter(|p| p.asn != hosting_asn && p.asn != mobile_asn)
+            .cloned()
+            .collect();
+
         let mut benign_tokens = Vec::new();
         for i in 0..benign {
             let name = format!("tok-{i:05}");
-            let home = places[rng.below(places.len() as u64) as usize].clone();
+            let home = ordinary[rng.below(ordinary.len() as u64) as usize].clone();
             let actions = ACTION_SETS[i % ACTION_SETS.len()];
             let ua = USER_AGENTS[i % USER_AGENTS.len()];
+            let route = match i % 10 {
+                // Two egress points of one network in one country.
+                1 => {
+                    let twin = ordinary.iter().find(|p| {
+                        p.asn == home.asn && p.country == home.country && p.ip != home.ip
+                    });
+                    Route {
+                        places: std::iter::once(home.clone()).chain(twin.cloned()).collect(),
+                        trip: None,
+                    }
+                }
+                // A traveller: the nearest flight abroad (over 1,200 km),
+                // leaving at a third of the time.
+                2 => match ordinary
+                    .iter()
+                    .map(|p| (great_circle_km(home.lat, home.lon, p.lat, p.lon), p))
+                    .filter(|(km, p)| p.country != home.country && *km > 1200.0)
+                    .min_by(|a, b| a.0.total_cmp(&b.0))
+                {
+                    Some((km, away)) => {
+                        let leave = start_ms + duration_ms / 3;
+                        let arrive = leave + ((km / 800.0 + 1.0) * 3_600_000.0) as i64;
+                        Route {
+                            places: vec![home.clone(), away.clone()],
+                            trip: Some((leave, arrive)),
+                        }
+                    }
+                    None => Route::home(&home),
+                },
+                // A phone on the carrier's gateways, a CI runner on the cloud's regions.
+                3 => Route {
+                    places: carrier.clone(),
+                    trip: None,
+                },
+                4 => Route {
+                    places: cloud.clone(),
+                    trip: None,
+                },
+                _ => Route::home(&home),
+            };
             token(
                 name.clone(),
-                &home,
+                &route,
                 actions,
                 ua,
                 &mut rng,
@@ -194,14 +291,14 @@ impl Scenario {
         }
 
         let mut attacks = Vec::new();
-        let home = places[0].clone();
+        let home = ordinary[0].clone();
         for (k, name) in ATTACKS.iter().enumerate() {
             let token_id = format!("atk-{name}");
             let at_ms = attack_start + (k as i64) * duration_ms / 24;
             // Every attack token first behaves normally, like a real one.
             token(
                 token_id.clone(),
-                &home,
+                &Route::home(&home),
                 ACTION_SETS[0],
                 USER_AGENTS[0],
                 &mut rng,
@@ -223,14 +320,14 @@ impl Scenario {
                     // thief's own script from far away: a volume cap and
                     // impossible travel, two kinds of evidence that need
                     // no learned history (a restarted instance sees them).
-                    let far = places
+                    let far = ordinary
                         .iter()
                         .rev()
                         .find(|p| {
                             p.country != home.country
-                                && distance_km(home.lat, home.lon, p.lat, p.lon) > 3000.0
+                                && great_circle_km(home.lat, home.lon, p.lat, p.lon) > 3000.0
                         })
-                        .unwrap_or(&places[places.len() - 1]);
+                        .unwrap_or(&ordinary[ordinary.len() - 1]);
                     events.push(base(at_ms - 1000, 100));
                     for n in 0..40 {
                         let mut e = base(at_ms + n as i64 * 1500, n);
@@ -243,13 +340,13 @@ impl Scenario {
                     }
                 }
                 "impossible_travel" => {
-                    let far = places
+                    let far = ordinary
                         .iter()
                         .find(|p| {
                             p.country != home.country
-                                && distance_km(home.lat, home.lon, p.lat, p.lon) > 3000.0
+                                && great_circle_km(home.lat, home.lon, p.lat, p.lon) > 3000.0
                         })
-                        .unwrap_or(&places[places.len() - 1]);
+                        .unwrap_or(&ordinary[ordinary.len() - 1]);
                     events.push(base(at_ms, 0));
                     // The thief, far away, with their own client.
                     let mut e = base(at_ms + 10 * 60_000, 1);
@@ -275,10 +372,10 @@ impl Scenario {
                         bound_cidrs: Some(vec![trunc18(&format!("{}/18", home.ip))]),
                         ..Default::default()
                     });
-                    let elsewhere = places
+                    let elsewhere = ordinary
                         .iter()
                         .find(|p| p.country == home.country && p.ip != home.ip)
-                        .unwrap_or(&places[1]);
+                        .unwrap_or(&ordinary[1]);
                     let mut e = base(at_ms, 0);
                     e.src_ip = Some(elsewhere.ip);
                     events.push(e);
@@ -287,14 +384,14 @@ impl Scenario {
                     // A slow takeover: long after learning, a new country, a
                     // new network, a new client and a new kind of call, at a
                     // normal pace and plausible distance.
-                    let new = places
+                    let new = ordinary
                         .iter()
                         .find(|p| {
                             p.country != home.country
                                 && p.asn != home.asn
-                                && distance_km(home.lat, home.lon, p.lat, p.lon) < 2500.0
+                                && great_circle_km(home.lat, home.lon, p.lat, p.lon) < 2500.0
                         })
-                        .unwrap_or(&places[2]);
+                        .unwrap_or(&ordinary[2]);
                     for n in 0..5 {
                         let mut e = base(at_ms + 4 * 3_600_000 + n as i64 * 300_000, n);
                         e.src_ip = Some(new.ip);
@@ -322,6 +419,8 @@ impl Scenario {
             benign_tokens,
             start_ms,
             duration_ms,
+            hosting_asn,
+            mobile_asn,
         }
     }
 
@@ -343,6 +442,11 @@ impl Scenario {
             },
             novelty: NoveltyConfig {
                 forget_after: learning * 30,
+                ..Default::default()
+            },
+            networks: NetworksConfig {
+                hosting_asns: vec![self.hosting_asn],
+                mobile_asns: vec![self.mobile_asn],
                 ..Default::default()
             },
             ..Default::default()
@@ -424,6 +528,16 @@ mod tests {
             .map(|d| format!("{} {:?} {}", d.token_id, d.action, d.findings[0].summary))
             .collect();
         assert_eq!(revoked, expected, "benign decisions: {benign_alerts:?}");
-        assert!(benign_alerts.is_empty(), "{benign_alerts:?}");
+        // Only travellers (every tenth token from the third) alert: a new
+        // country, once. Egress pairs, phones and CI runners stay quiet.
+        let travellers = benign_alerts
+            .iter()
+            .filter(|a| {
+                let i: usize = a[4..9].parse().unwrap();
+                i % 10 == 2 && a.contains("Alert") && a.contains("first call from")
+            })
+            .count();
+        assert_eq!(travellers, benign_alerts.len(), "{benign_alerts:?}");
+        assert!(travellers > 0, "the travellers land within the scenario");
     }
 }

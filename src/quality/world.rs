@@ -31,14 +31,19 @@ pub struct World {
 }
 
 /// Great-circle km, computed here rather than with the detector's own
-/// function, so a bug there cannot hide in the benchmark.
-pub fn km(a: &Place, b: &Place) -> f64 {
+/// function, so a bug there cannot hide in the benchmark or the demo.
+pub fn great_circle_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     let r = 6371.0;
-    let (p1, p2) = (a.lat.to_radians(), b.lat.to_radians());
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
     let dp = p2 - p1;
-    let dl = (b.lon - a.lon).to_radians();
+    let dl = (lon2 - lon1).to_radians();
     let h = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
     2.0 * r * h.sqrt().min(1.0).asin()
+}
+
+/// [`great_circle_km`] between two places.
+pub fn km(a: &Place, b: &Place) -> f64 {
+    great_circle_km(a.lat, a.lon, b.lat, b.lon)
 }
 
 fn public(ip: Ipv4Addr) -> bool {
