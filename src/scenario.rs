@@ -59,6 +59,9 @@ pub struct Scenario {
     pub benign_tokens: Vec<String>,
     pub start_ms: i64,
     pub duration_ms: i64,
+    /// Benign tokens that are traps, by trap (`egress_pair`, `traveller`,
+    /// `phone`, `ci_runner`); the rest call from one home.
+    pub traps: std::collections::BTreeMap<String, &'static str>,
     /// The synthetic ASNs the traps use as a cloud and a carrier.
     pub hosting_asn: u32,
     pub mobile_asn: u32,
@@ -217,11 +220,17 @@ impl Scenario {
             .collect();
 
         let mut benign_tokens = Vec::new();
+        let mut traps = std::collections::BTreeMap::new();
         for i in 0..benign {
             let name = format!("tok-{i:05}");
             let home = ordinary[rng.below(ordinary.len() as u64) as usize].clone();
             let actions = ACTION_SETS[i % ACTION_SETS.len()];
             let ua = USER_AGENTS[i % USER_AGENTS.len()];
+            if let Some(trap) =
+                ["egress_pair", "traveller", "phone", "ci_runner"].get((i % 10).wrapping_sub(1))
+            {
+                traps.insert(name.clone(), *trap);
+            }
             let route = match i % 10 {
                 // Two egress points of one network in one country.
                 1 => {
@@ -419,6 +428,7 @@ impl Scenario {
             benign_tokens,
             start_ms,
             duration_ms,
+            traps,
             hosting_asn,
             mobile_asn,
         }

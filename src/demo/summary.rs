@@ -21,8 +21,10 @@ pub struct AttackResult {
 pub struct Summary {
     pub attacks: Vec<AttackResult>,
     pub benign_tokens: usize,
-    /// Benign tokens that got an alert.
-    pub benign_false_alerts: usize,
+    /// Benign tokens that got an alert, by trap (`home` for plain tokens).
+    pub benign_alerts: std::collections::BTreeMap<&'static str, usize>,
+    /// Benign tokens per trap.
+    pub benign_by_trap: std::collections::BTreeMap<&'static str, usize>,
     /// Benign tokens that were revoked.
     pub benign_false_revocations: usize,
     pub events_produced: u64,
@@ -44,10 +46,20 @@ impl Summary {
             })
             .collect();
         let benign = |t: &String| !t.starts_with("atk-");
+        let trap = |t: &String| scenario.traps.get(t).copied().unwrap_or("home");
+        let mut benign_by_trap = std::collections::BTreeMap::new();
+        for t in &scenario.benign_tokens {
+            *benign_by_trap.entry(trap(t)).or_insert(0) += 1;
+        }
+        let mut benign_alerts = std::collections::BTreeMap::new();
+        for t in seen.decisions.keys().filter(|t| benign(t)) {
+            *benign_alerts.entry(trap(t)).or_insert(0) += 1;
+        }
         Summary {
             attacks,
             benign_tokens: scenario.benign_tokens.len(),
-            benign_false_alerts: seen.decisions.keys().filter(|t| benign(t)).count(),
+            benign_alerts,
+            benign_by_trap,
             benign_false_revocations: seen.revoked.keys().filter(|t| benign(t)).count(),
             events_produced,
             bad_signatures: seen.bad_signatures,
@@ -71,14 +83,27 @@ impl Summary {
                 latency
             );
         }
+        let traps: Vec<String> = self
+            .benign_by_trap
+            .iter()
+            .map(|(trap, n)| {
+                let alerted = self.benign_alerts.get(trap).copied().unwrap_or(0);
+                format!("{trap} {n} ({alerted} alerted)")
+            })
+            .collect();
         println!(
-            "\nbenign tokens: {}; falsely alerted: {}; falsely revoked: {}; events: {}; bad webhook signatures: {}",
+            "\nbenign tokens: {}: {}; falsely revoked: {}; events: {}; bad webhook signatures: {}",
             self.benign_tokens,
-            self.benign_false_alerts,
+            traps.join(", "),
             self.benign_false_revocations,
             self.events_produced,
             self.bad_signatures
         );
+        if self.benign_alerts.get("traveller").is_some_and(|&n| n > 0) {
+            println!(
+                "(a traveller's first call abroad alerts once: a new country and network, same client)"
+            );
+        }
     }
 
     /// Every attack detected and revoked, nothing benign revoked.
