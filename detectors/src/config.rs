@@ -38,7 +38,7 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct DetectorsConfig {
     /// Hard cap on tokens with state; past it the idlest are evicted
-    /// (counted). About 250 B each.
+    /// (counted). About 300 B each.
     #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
     /// Cap on principals whose learned context new tokens inherit (same
