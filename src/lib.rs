@@ -13,8 +13,10 @@
 //! - [`demo`]: `tokenwatch demo`, everything in-process on librdkafka's
 //!   mock cluster.
 //! - [`replay`]: `tokenwatch replay`, detection over files, deterministic.
-//! - [`scenario`]: realistic traffic with scripted attacks, for the demo,
-//!   the generator and the end-to-end tests.
+//! - [`scenario`]: realistic traffic with scripted attacks and benign
+//!   traps, for the demo and the end-to-end tests.
+//! - [`quality`]: `tokenwatch quality`, the labelled detection-quality
+//!   benchmark on real geography: the world, the generator, the scorer.
 //! - [`cli`]: the command-line interface.
 
 pub mod admin;

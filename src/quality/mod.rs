@@ -282,11 +282,7 @@ pub fn generate(world: &World, tokens: usize, days: u32, start_ms: i64, seed: u6
             attack_start_ms: None,
         });
     }
-    events.sort_by(|a, b| {
-        a.ts_ms
-            .cmp(&b.ts_ms)
-            .then_with(|| a.request_id.cmp(&b.request_id))
-    });
+    crate::scenario::sort_by_time(&mut events);
     Stream {
         events,
         tokens: labelled,
