@@ -138,6 +138,57 @@ async fn hand_on(
     done.await.is_ok()
 }
 
+type Opened = Result<detectors::GeoIp, detectors::geoip::GeoIpError>;
+
+/// GeoIP reloads off the detect task: opening walks whole files (seconds
+/// for DB-IP), so it runs on a blocking thread while batches go on, and
+/// the fresh databases are put in use between batches. A file that failed
+/// is tried again only once it changes, not on every check.
+#[derive(Default)]
+struct GeoIpReloader {
+    running: bool,
+    /// The stamps of the last attempt that failed.
+    failed: Option<Vec<Option<(SystemTime, u64)>>>,
+    trying: Option<Vec<Option<(SystemTime, u64)>>>,
+}
+
+impl GeoIpReloader {
+    /// Starts a reload, if none is running; `on_change` only if the files
+    /// changed since they were loaded and since the last failed attempt.
+    fn start(&mut self, engine: &Engine, on_change: bool, done: &mpsc::Sender<Opened>) {
+        if self.running {
+            return;
+        }
+        let Some(job) = engine.geoip_reload_job(on_change) else {
+            return;
+        };
+        if on_change && self.failed.as_ref() == Some(&job.stamps) {
+            return;
+        }
+        self.running = true;
+        self.trying = Some(job.stamps);
+        let done = done.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = done.blocking_send(detectors::GeoIp::open(&job.config));
+        });
+    }
+
+    fn finish(&mut self, engine: &mut Engine, opened: Opened) {
+        self.running = false;
+        match opened {
+            Ok(fresh) => {
+                engine.install_geoip(fresh);
+                self.failed = None;
+                info!("GeoIP databases reloaded.");
+            }
+            Err(e) => {
+                self.failed = self.trying.take();
+                error!(error = %e, "GeoIP reload failed; the previous databases stay in use, and the files are tried again when they change.");
+            }
+        }
+    }
+}
+
 pub async fn detect_stage(
     mut input: mpsc::Receiver<Delivery>,
     mut engine: Engine,
@@ -153,8 +204,14 @@ pub async fn detect_stage(
     // Metrics show the rules in force (and the rest) before any batch.
     stats.set_engine_stats(engine.stats());
     let mut control_open = true;
+    let mut geoip = GeoIpReloader::default();
+    let (geoip_tx, mut geoip_rx) = mpsc::channel(1);
     loop {
         tokio::select! {
+            Some(opened) = geoip_rx.recv() => {
+                geoip.finish(&mut engine, opened);
+                stats.set_engine_stats(engine.stats());
+            }
             delivery = input.recv() => {
                 let Some(delivery) = delivery else { break };
                 stats.record_batch(&delivery);
@@ -200,10 +257,7 @@ pub async fn detect_stage(
                     engine.allow_token(&token);
                 }
                 Some(Control::Reload) => {
-                    match engine.reload_geoip() {
-                        Ok(()) => info!("GeoIP databases reloaded."),
-                        Err(e) => error!(error = %e, "GeoIP reload failed; the previous databases stay in use."),
-                    }
+                    geoip.start(&engine, false, &geoip_tx);
                     reload_metadata_file(&mut engine, reload.metadata_file.as_ref());
                     reload_rules(&mut engine, reload.config_file.as_ref());
                     stats.set_engine_stats(engine.stats());
@@ -211,11 +265,7 @@ pub async fn detect_stage(
                 None => control_open = false,
             },
             _ = ticker.tick() => {
-                match engine.reload_geoip_if_changed() {
-                    Ok(true) => info!("GeoIP database files changed; reloaded."),
-                    Ok(false) => {}
-                    Err(e) => error!(error = %e, "GeoIP files changed but cannot be loaded; the previous databases stay in use."),
-                }
+                geoip.start(&engine, true, &geoip_tx);
                 if let Some(path) = &reload.metadata_file {
                     let stamp = modified(path);
                     if stamp != metadata_stamp {
@@ -296,5 +346,90 @@ pub async fn reload_on_sighup(control: mpsc::Sender<Control>) {
     {
         let _ = control;
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use detectors::{DecisionConfig, DetectorsConfig, GeoIpConfig};
+
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/geoip")
+            .join(name)
+    }
+
+    /// Replaces `path` with `source`, with a distinct modification time.
+    fn replace(path: &Path, source: &str, minute: u64) {
+        std::fs::copy(fixture(source), path).unwrap();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + minute * 60);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn geoip_reloads_off_the_task_and_a_bad_file_is_retried_only_when_it_changes() {
+        let dir = std::env::temp_dir().join(format!("tw-geoip-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let city = dir.join("city.mmdb");
+        replace(&city, "GeoIP2-City-Test.mmdb", 0);
+        let config = DetectorsConfig {
+            geoip: Some(GeoIpConfig::new(&city)),
+            ..Default::default()
+        };
+        let mut engine = Engine::build(&config, &DecisionConfig::default()).unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut reloader = GeoIpReloader::default();
+
+        reloader.start(&engine, true, &tx);
+        assert!(!reloader.running, "nothing changed: nothing to do");
+
+        // A corrupt file: opened on a blocking thread, refused, remembered.
+        replace(&city, "GeoIP2-City-Test-Invalid-Node-Count.mmdb", 1);
+        reloader.start(&engine, true, &tx);
+        assert!(reloader.running);
+        let opened = rx.recv().await.unwrap();
+        assert!(opened.is_err());
+        reloader.finish(&mut engine, opened);
+        reloader.start(&engine, true, &tx);
+        assert!(!reloader.running, "the same bad file is not tried again");
+
+        // A good file with other data: opened, installed, counters kept.
+        replace(&city, "dbip-city-lite-test.mmdb", 2);
+        reloader.start(&engine, true, &tx);
+        assert!(reloader.running);
+        let opened = rx.recv().await.unwrap();
+        reloader.finish(&mut engine, opened);
+        assert!(!reloader.running && reloader.failed.is_none());
+        let mut events = vec![schemas::Event::new(
+            1_795_813_200_000,
+            "t",
+            "oauth",
+            "GET /",
+        )];
+        events[0].src_ip = Some("81.2.69.142".parse().unwrap());
+        engine.process(
+            &mut events,
+            &[schemas::Origin {
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+                kafka_ts_ms: None,
+            }],
+        );
+        assert_eq!(
+            events[0].accuracy_km,
+            Some(detectors::geoip::DEFAULT_ASSUMED_ACCURACY_KM),
+            "the DB-IP data is in use"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -372,27 +372,6 @@ impl Engine {
         info.anonymity
     }
 
-    /// Re-opens the GeoIP databases if their files changed. Returns whether
-    /// it reloaded; on error the old databases stay in use.
-    pub fn reload_geoip_if_changed(&mut self) -> Result<bool, GeoIpError> {
-        match self.geoip.as_ref() {
-            Some(g) if g.changed_on_disk() => self.reload_geoip().map(|()| true),
-            _ => Ok(false),
-        }
-    }
-
-    /// Re-opens the GeoIP databases unconditionally (SIGHUP).
-    pub fn reload_geoip(&mut self) -> Result<(), GeoIpError> {
-        let Some(geoip) = self.geoip.as_mut() else {
-            return Ok(());
-        };
-        geoip.reload()?;
-        if let Ok(mut slot) = self.anonymous.write() {
-            *slot = geoip.anonymous_reader();
-        }
-        Ok(())
-    }
-
     /// Applies a live update (the metadata topic); it takes precedence
     /// over the metadata file for that token.
     pub fn upsert_metadata(&mut self, m: &TokenMetadata) -> Result<(), String> {
@@ -481,6 +460,9 @@ struct RuleMatches {
 fn ts_secs(ts_ms: i64) -> u32 {
     (ts_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32
 }
+
+mod geoip;
+pub use geoip::GeoIpReloadJob;
 
 #[cfg(test)]
 mod tests;

@@ -215,13 +215,32 @@ impl GeoIp {
     }
 
     /// Re-opens every database. On error the old ones stay in use.
+    /// Opening walks whole files (seconds for DB-IP): a running pipeline
+    /// opens on a blocking thread and calls [`replace`](Self::replace).
     pub fn reload(&mut self) -> Result<(), GeoIpError> {
         let fresh = GeoIp::open(&self.config)?;
+        self.replace(fresh);
+        Ok(())
+    }
+
+    /// Puts freshly opened databases in use, keeping the counters.
+    pub fn replace(&mut self, fresh: GeoIp) {
         let (lookups, cache_hits, decode_errors) =
             (self.lookups, self.cache_hits, self.decode_errors);
         *self = fresh;
         (self.lookups, self.cache_hits, self.decode_errors) = (lookups, cache_hits, decode_errors);
-        Ok(())
+    }
+
+    /// The files to re-open, unless the databases came from memory.
+    pub fn reload_config(&self) -> Option<&GeoIpConfig> {
+        self.databases()
+            .all(|db| db.stamp.is_some())
+            .then_some(&self.config)
+    }
+
+    /// The files' stamps (modified time, length) on disk now.
+    pub fn disk_stamps(&self) -> Vec<Option<(std::time::SystemTime, u64)>> {
+        self.databases().map(|db| stamp(&db.path)).collect()
     }
 
     /// The Anonymous-IP database, for the `is_anonymous_ip` rule function.
