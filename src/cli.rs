@@ -312,7 +312,12 @@ fn check_config(path: PathBuf) -> ExitCode {
                 "{} is valid. Effective config (secrets are only ever named, never stored):\n",
                 path.display()
             );
-            match toml::to_string_pretty(&config) {
+            // A secret put in `ingest.properties` by mistake is not echoed.
+            let printable = Config {
+                ingest: config.ingest.redacted(),
+                ..config
+            };
+            match toml::to_string_pretty(&printable) {
                 Ok(text) => println!("{text}"),
                 Err(e) => eprintln!("(cannot print the effective config: {e})"),
             }

@@ -142,7 +142,28 @@ fn default_fingerprint_key_env() -> String {
     "TOKENWATCH_FINGERPRINT_KEY".into()
 }
 
+/// Whether a librdkafka property holds a secret: its value is never printed
+/// (`check-config`) and belongs in `properties_from_env`.
+pub fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.contains("password")
+        || key.contains("secret")
+        || key == "sasl.oauthbearer.config"
+        || key.starts_with("ssl.key.")
+}
+
 impl IngestConfig {
+    /// A copy safe to print: secret properties' values are replaced.
+    pub fn redacted(&self) -> IngestConfig {
+        let mut copy = self.clone();
+        for (key, value) in copy.properties.iter_mut() {
+            if is_secret_property(key) {
+                *value = "<redacted: set it with properties_from_env>".into();
+            }
+        }
+        copy
+    }
+
     /// A config with defaults for everything but the topics.
     pub fn new(topics: Vec<String>) -> Self {
         IngestConfig {

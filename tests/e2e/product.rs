@@ -346,3 +346,45 @@ fn replay_is_deterministic() {
         "replay never revokes"
     );
 }
+
+/// `check-config` never echoes a secret put in `ingest.properties` by
+/// mistake (issue 11, section 1): the value is redacted, the key stays.
+#[test]
+fn check_config_redacts_secret_kafka_properties() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("tokenwatch.example.toml")).unwrap();
+    let canary = "canary-Kafka-s3cret-7f3a";
+    let with_secret = example.replace(
+        "\"client.id\" = \"tokenwatch\"",
+        &format!(
+            "\"client.id\" = \"tokenwatch\"\n\"sasl.password\" = \"{canary}\"\n\"ssl.key.password\" = \"{canary}\""
+        ),
+    );
+    assert_ne!(with_secret, example);
+    let dir = crate::support::temp_dir();
+    let path = dir.join("secret.toml");
+    std::fs::write(&path, with_secret).unwrap();
+    let out = crate::support::tokenwatch()
+        .current_dir(root)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stdout.contains(canary) && !stderr.contains(canary),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"sasl.password\" = \"<redacted"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"client.id\" = \"tokenwatch\""),
+        "{stdout}"
+    );
+}
