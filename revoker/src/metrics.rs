@@ -19,8 +19,14 @@ pub struct IssuerCounts {
     pub duplicates: u64,
 }
 
+/// The label that every issuer not in the config is counted under: event
+/// input names issuers, so it must not be able to mint labels.
+pub const UNCONFIGURED: &str = "unconfigured";
+
 pub struct RevokerMetrics {
     pub by_issuer: Mutex<BTreeMap<String, IssuerCounts>>,
+    /// Configured issuers; `None` counts every name as it is (tests).
+    known: Option<std::collections::BTreeSet<String>>,
     pub breaker_opened: AtomicU64,
     /// Decision → issuer's final answer, µs.
     pub decision_to_answer_us: Mutex<Histogram<u64>>,
@@ -39,6 +45,7 @@ impl Default for RevokerMetrics {
     fn default() -> Self {
         RevokerMetrics {
             by_issuer: Mutex::default(),
+            known: None,
             breaker_opened: AtomicU64::new(0),
             decision_to_answer_us: histogram(),
             event_to_revoked_us: histogram(),
@@ -47,9 +54,25 @@ impl Default for RevokerMetrics {
 }
 
 impl RevokerMetrics {
+    /// Counts only `issuers` by name; any other name is [`UNCONFIGURED`].
+    pub fn for_issuers<'a>(issuers: impl IntoIterator<Item = &'a String>) -> Self {
+        RevokerMetrics {
+            known: Some(issuers.into_iter().cloned().collect()),
+            ..Default::default()
+        }
+    }
+
+    fn label<'a>(&self, issuer: &'a str) -> &'a str {
+        match &self.known {
+            Some(known) if !known.contains(issuer) => UNCONFIGURED,
+            _ => issuer,
+        }
+    }
+
     pub fn count(&self, issuer: &str, f: impl FnOnce(&mut IssuerCounts)) {
+        let label = self.label(issuer);
         if let Ok(mut m) = self.by_issuer.lock() {
-            f(m.entry(issuer.to_string()).or_default());
+            f(m.entry(label.to_string()).or_default());
         }
     }
 
@@ -57,7 +80,7 @@ impl RevokerMetrics {
         self.by_issuer
             .lock()
             .ok()
-            .and_then(|m| m.get(issuer).cloned())
+            .and_then(|m| m.get(self.label(issuer)).cloned())
             .unwrap_or_default()
     }
 

@@ -163,7 +163,7 @@ impl Revoker {
             handles: HandleStore::new(config.secret_handles.ttl, config.secret_handles.max_entries),
             breakers: Arc::default(),
             webhooks,
-            metrics: Arc::default(),
+            metrics: Arc::new(RevokerMetrics::for_issuers(config.issuers.keys())),
             config_hash,
             results: mpsc::channel(1024),
             in_flight: 0,

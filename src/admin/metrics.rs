@@ -300,7 +300,7 @@ pub fn render(s: &AdminState) -> String {
             sample(
                 &mut out,
                 "tokenwatch_revocations_total",
-                &format!("issuer=\"{issuer}\",outcome=\"{outcome}\""),
+                &format!("issuer=\"{}\",outcome=\"{outcome}\"", label_value(issuer)),
                 n,
             );
         }
@@ -315,7 +315,7 @@ pub fn render(s: &AdminState) -> String {
         sample(
             &mut out,
             "tokenwatch_revocation_attempts_total",
-            &format!("issuer=\"{issuer}\""),
+            &format!("issuer=\"{}\"", label_value(issuer)),
             c.attempts,
         );
     }
@@ -329,7 +329,7 @@ pub fn render(s: &AdminState) -> String {
         sample(
             &mut out,
             "tokenwatch_revocation_retries_total",
-            &format!("issuer=\"{issuer}\""),
+            &format!("issuer=\"{}\"", label_value(issuer)),
             c.retries,
         );
     }
@@ -403,4 +403,61 @@ pub fn render(s: &AdminState) -> String {
         &s.flow.ingest_latency_us,
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use revoker::metrics::RevokerMetrics;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// Issuer names come from event input: a crafted one can neither mint
+    /// a label (unconfigured issuers share one) nor break the exposition.
+    #[tokio::test]
+    async fn input_issuer_names_cannot_mint_labels_or_break_the_scrape() {
+        let revoker = Arc::new(RevokerMetrics::for_issuers(&["okta".to_string()]));
+        for i in 0..1000 {
+            revoker.count(&format!("evil-{i}"), |c| c.failed += 1);
+        }
+        revoker.count("x\"} 1\nfake_metric{a=\"", |c| c.failed += 1);
+        revoker.count("okta", |c| c.revoked += 1);
+        let (control, _) = mpsc::channel(1);
+        let (commands, _) = mpsc::channel(1);
+        let state = AdminState {
+            flow: Arc::default(),
+            ingest: Arc::default(),
+            revoker,
+            webhooks: Arc::default(),
+            control,
+            commands,
+            token: None,
+        };
+        let text = render(&state);
+        assert!(
+            !text.contains("fake_metric") && !text.contains("evil-"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "tokenwatch_revocations_total{issuer=\"unconfigured\",outcome=\"failed\"} 1001"
+        ));
+        assert!(
+            text.contains("tokenwatch_revocations_total{issuer=\"okta\",outcome=\"revoked\"} 1")
+        );
+        // Every sample line is `name{labels} value` or `name value`.
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            assert!(line.split(' ').count() >= 2, "{line}");
+            assert!(line.starts_with("tokenwatch_"), "{line}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }
