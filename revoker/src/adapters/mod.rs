@@ -134,16 +134,28 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &str) -> A
     }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is treated as absent).
+/// The longest wait a `Retry-After` can ask for: an issuer or a webhook
+/// receiver saying "come back tomorrow" must not park a revocation or an
+/// alert for a day. Past it, our own backoff schedule applies.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// `Retry-After`, as delta-seconds or an HTTP-date, capped at
+/// [`MAX_RETRY_AFTER`]; a date in the past is no wait.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    retry_after_at(headers, std::time::SystemTime::now())
+}
+
+/// [`retry_after`] as of `now`.
+pub(crate) fn retry_after_at(headers: &HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
+    let text = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let wait = match text.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(text)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// A transport error as a retry. The URL is left out: it may hold a token.

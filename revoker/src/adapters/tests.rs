@@ -336,3 +336,29 @@ async fn statuses_and_timeouts_are_classified() {
         matches!(adapter.revoke(&r).await, Attempt::Retry { reason, .. } if reason.starts_with("timeout"))
     );
 }
+
+#[test]
+fn retry_after_reads_seconds_and_http_dates_and_is_capped() {
+    use std::time::{Duration, SystemTime};
+
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    use super::{MAX_RETRY_AFTER, retry_after_at};
+
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_813_200);
+    let after = |value: &str| {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+        retry_after_at(&h, now)
+    };
+    assert_eq!(after("7"), Some(Duration::from_secs(7)));
+    assert_eq!(after("86400"), Some(MAX_RETRY_AFTER), "a day is capped");
+    let in_30s = httpdate::fmt_http_date(now + Duration::from_secs(30));
+    assert_eq!(after(&in_30s), Some(Duration::from_secs(30)));
+    let next_week = httpdate::fmt_http_date(now + Duration::from_secs(7 * 86_400));
+    assert_eq!(after(&next_week), Some(MAX_RETRY_AFTER));
+    let yesterday = httpdate::fmt_http_date(now - Duration::from_secs(86_400));
+    assert_eq!(after(&yesterday), Some(Duration::ZERO));
+    assert_eq!(after("soon"), None);
+    assert_eq!(retry_after_at(&HeaderMap::new(), now), None);
+}
