@@ -103,6 +103,9 @@ pub fn http_client(request_timeout: Duration) -> Result<reqwest::Client, BuildEr
         .connect_timeout(Duration::from_secs(2))
         .timeout(request_timeout)
         .user_agent(concat!("tokenwatch/", env!("CARGO_PKG_VERSION")))
+        // A redirect would send credentials, and a decision, wherever an
+        // issuer or a receiver points: a 3xx is a failure instead.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| BuildError::Http(e.to_string()))
 }

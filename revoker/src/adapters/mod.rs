@@ -130,8 +130,25 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &str) -> A
             reason: format!("HTTP {status}"),
             after: retry_after(headers),
         },
+        300..=399 => Attempt::Failed(format!(
+            "HTTP {status}: redirect to {} refused (issuer calls never follow redirects)",
+            redirect_target(headers)
+        )),
         _ => Attempt::Failed(format!("HTTP {status}: {snippet}")),
     }
+}
+
+/// Where a redirect pointed, without its query or fragment (which may
+/// carry a token): for the log and the ledger.
+pub(crate) fn redirect_target(headers: &HeaderMap) -> String {
+    let Some(location) = headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return "nowhere (no Location)".into();
+    };
+    let end = location.find(['?', '#']).unwrap_or(location.len());
+    location[..end].chars().take(200).collect()
 }
 
 /// The longest wait a `Retry-After` can ask for: an issuer or a webhook

@@ -362,3 +362,34 @@ fn retry_after_reads_seconds_and_http_dates_and_is_capped() {
     assert_eq!(after("soon"), None);
     assert_eq!(retry_after_at(&HeaderMap::new(), now), None);
 }
+
+#[tokio::test]
+async fn a_redirect_is_a_failure_and_is_never_followed() {
+    let elsewhere = TestServer::start(Reply::status(200)).await;
+    let issuer = TestServer::start(Reply::status(200)).await;
+    let target = elsewhere.url("/collect?token=leaked");
+    issuer.script([Reply::status(307).header("location", target.as_str())]);
+    let adapter = Adapter::build(
+        "iss",
+        &IssuerConfig::post(issuer.url("/revoke/{token_id}")),
+        client(),
+    )
+    .unwrap();
+    let attempt = adapter.revoke(&request("key-1", None)).await;
+    let Attempt::Failed(reason) = attempt else {
+        panic!("{attempt:?}");
+    };
+    assert!(
+        reason.contains("HTTP 307") && reason.contains("redirect to http://127.0.0.1"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("leaked"),
+        "the query is not logged: {reason}"
+    );
+    assert_eq!(issuer.requests().len(), 1);
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the redirect was not followed"
+    );
+}
