@@ -131,7 +131,13 @@ impl AwsIam {
                 if status.is_success() {
                     return Attempt::Revoked;
                 }
-                let code = xml_code(&text).unwrap_or("");
+                // Only an identifier-shaped code is kept, never free text
+                // that could echo what was sent.
+                let code = xml_code(&text)
+                    .filter(|c| {
+                        c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
+                    })
+                    .unwrap_or("");
                 match code {
                     "Throttling"
                     | "ThrottlingException"

@@ -120,9 +120,12 @@ impl Adapter {
     }
 }
 
-/// Classifies an HTTP answer by status.
+/// Classifies an HTTP answer by status. The reason keeps the status and,
+/// for an OAuth-style error body, its `error` code, never the body itself:
+/// an issuer that echoes the token it was sent would otherwise put it in
+/// the ledger, alerts, logs and the denylist.
 pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &str) -> Attempt {
-    let snippet: String = body.chars().take(200).collect();
+    let detail = error_code(body).map_or_else(String::new, |code| format!(": error {code}"));
     match status.as_u16() {
         202 => Attempt::Accepted("accepted (202), revocation pending at the issuer".into()),
         200..=299 => Attempt::Revoked,
@@ -134,8 +137,17 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &str) -> A
             "HTTP {status}: redirect to {} refused (issuer calls never follow redirects)",
             redirect_target(headers)
         )),
-        _ => Attempt::Failed(format!("HTTP {status}: {snippet}")),
+        _ => Attempt::Failed(format!("HTTP {status}{detail}")),
     }
+}
+
+/// The `error` code of an RFC 6749-style JSON body, if it looks like one
+/// (a short lower-case identifier: never free text that could hold a token).
+fn error_code(body: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    let code = value.get("error")?.as_str()?;
+    (code.len() <= 40 && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        .then(|| code.to_string())
 }
 
 /// Where a redirect pointed, without its query or fragment (which may

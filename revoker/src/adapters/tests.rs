@@ -393,3 +393,26 @@ async fn a_redirect_is_a_failure_and_is_never_followed() {
         "the redirect was not followed"
     );
 }
+
+#[tokio::test]
+async fn an_issuer_echoing_the_token_in_its_error_never_gets_it_stored() {
+    let issuer = TestServer::start(Reply::status(200)).await;
+    issuer.script([Reply::json(
+        400,
+        r#"{"error":"invalid_request","error_description":"bad token key-CANARY-77 in request"}"#,
+    )]);
+    let adapter = Adapter::build(
+        "iss",
+        &IssuerConfig::post(issuer.url("/revoke/{token_id}")),
+        client(),
+    )
+    .unwrap();
+    let attempt = adapter.revoke(&request("key-CANARY-77", None)).await;
+    assert_eq!(
+        attempt,
+        Attempt::Failed("HTTP 400 Bad Request: error invalid_request".into())
+    );
+    issuer.script([Reply::json(403, "forbidden: key-CANARY-77")]);
+    let attempt = adapter.revoke(&request("key-CANARY-77", None)).await;
+    assert_eq!(attempt, Attempt::Failed("HTTP 403 Forbidden".into()));
+}
