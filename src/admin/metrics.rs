@@ -176,6 +176,11 @@ pub fn render(s: &AdminState) -> String {
             e.late_events,
         ),
         (
+            "tokenwatch_future_events_total",
+            "Events ahead of their Kafka timestamp by more than the allowed lateness (stateless checks only).",
+            e.future_events,
+        ),
+        (
             "tokenwatch_tokens_evicted_total",
             "Tokens evicted at the state cap.",
             e.store.evicted,

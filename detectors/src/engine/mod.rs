@@ -46,6 +46,9 @@ pub struct EngineStats {
     pub events: u64,
     /// Events older than the allowed lateness (stateless checks only).
     pub late_events: u64,
+    /// Events ahead of their own Kafka timestamp by more than the allowed
+    /// lateness (stateless checks only; they do not move the token's clock).
+    pub future_events: u64,
     pub store: StoreStats,
     /// The principals' store.
     pub principals: StoreStats,
@@ -95,6 +98,8 @@ pub struct Engine {
     last_purge_ms: i64,
     events: u64,
     late_events: u64,
+    /// Events ahead of their Kafka timestamp by more than the lateness.
+    future_events: u64,
     /// New tokens started from their principal's context.
     inherited: u64,
 }
@@ -174,6 +179,7 @@ impl Engine {
             last_purge_ms: i64::MIN,
             events: 0,
             late_events: 0,
+            future_events: 0,
             inherited: 0,
         }
     }
@@ -225,7 +231,20 @@ impl Engine {
             findings.clear();
             // Lateness is per token: a token's events share a partition, so
             // only its own newest event says how out of order this one is.
-            let (state, previous) = self.store.touch(key, ts_s);
+            // An event further ahead of its own Kafka timestamp than the
+            // allowed lateness (a gateway with a fast clock) must not move
+            // the token's clock, or every later event would be "late" and
+            // skip the stateful detectors: it gets the stateless checks only.
+            let ceiling = origin
+                .kafka_ts_ms
+                .map(|k| ts_secs(k).saturating_add(self.lateness_s));
+            let future = ceiling.is_some_and(|c| ts_s > c);
+            let clock_s = if future {
+                ceiling.unwrap_or(ts_s)
+            } else {
+                ts_s
+            };
+            let (state, previous) = self.store.touch(key, clock_s);
             if previous.is_none()
                 && let Some(principal) = event.principal.as_deref()
                 && self.principals.inherit(&event.issuer, principal, state)
@@ -233,8 +252,12 @@ impl Engine {
                 self.inherited += 1;
             }
             let late = previous.is_some_and(|last| ts_s.saturating_add(self.lateness_s) < last);
-            if late {
+            if future {
+                self.future_events += 1;
+            } else if late {
                 self.late_events += 1;
+            }
+            if late || future {
                 for d in self.detectors.iter().filter(|d| !d.stateful()) {
                     d.observe(&obs, state, &mut findings);
                 }
@@ -425,6 +448,7 @@ impl Engine {
         EngineStats {
             events: self.events,
             late_events: self.late_events,
+            future_events: self.future_events,
             store: self.store.stats(),
             principals: self.principals.stats(),
             inherited_tokens: self.inherited,

@@ -110,6 +110,54 @@ fn late_events_only_reach_stateless_detectors() {
     assert_eq!(e.stats().late_events, 1);
 }
 
+/// A gateway with a fast clock stamps one event 23 h ahead: it must not
+/// switch the token's stateful detectors off for 23 h (issue 11, §5).
+#[test]
+fn an_event_from_the_future_does_not_silence_the_token() {
+    let mut e = engine();
+    let call = |ts: i64, bytes: u64| {
+        let mut ev = raw(ts, "t", "81.2.69.142");
+        ev.bytes_out = Some(bytes);
+        ev
+    };
+    let kafka = |events: Vec<Event>| -> Vec<Origin> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, ev)| Origin {
+                kafka_ts_ms: Some(ev.ts_ms.min(T0_MS + 2 * HOUR_MS)),
+                ..origin(i as i64)
+            })
+            .collect()
+    };
+    let mut history: Vec<Event> = (0..60).map(|m| call(T0_MS + m * MIN_MS, 1000)).collect();
+    let origins = kafka(history.clone());
+    e.process(&mut history, &origins);
+    // Produced at T0+2h, stamped T0+25h.
+    let mut future = vec![call(T0_MS + 25 * HOUR_MS, 1000)];
+    let origins = vec![Origin {
+        kafka_ts_ms: Some(T0_MS + 2 * HOUR_MS),
+        ..origin(100)
+    }];
+    e.process(&mut future, &origins);
+    // Then a 2 GiB export at T0+2h: the volume detector still sees it.
+    let mut export: Vec<Event> = (0..40)
+        .map(|i| call(T0_MS + 2 * HOUR_MS + i * 1000, 50 << 20))
+        .collect();
+    let origins = kafka(export.clone());
+    let out = e.process(&mut export, &origins);
+    assert_eq!(e.stats().late_events, 0, "no event was judged late");
+    assert!(
+        out.decisions
+            .iter()
+            .flat_map(|d| &d.findings)
+            .any(|f| f.kind == "mass_export"),
+        "{:?}",
+        out.decisions
+    );
+    assert_eq!((e.stats().future_events, e.stats().late_events), (1, 0));
+}
+
 #[test]
 fn a_flood_of_distinct_tokens_stays_at_the_cap() {
     let config = DetectorsConfig {
