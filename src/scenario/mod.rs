@@ -33,11 +33,11 @@ pub const ASN_DB: &[u8] = include_bytes!("../../tests/fixtures/geoip/synthetic-a
 
 /// The scripted attacks.
 pub const ATTACKS: [&str; 5] = [
+    "slow_takeover",
     "mass_export",
     "impossible_travel",
     "out_of_scope_admin",
     "outside_bound_cidr",
-    "slow_takeover",
 ];
 
 /// One scripted attack: which token, and from when.
@@ -402,17 +402,19 @@ impl Scenario {
                 _ => {
                     // A slow takeover: long after learning, a new country, a
                     // new network, a new client and a new kind of call, at a
-                    // normal pace and plausible distance.
+                    // normal pace and plausible distance: under 900 km an
+                    // hour after the owner's last call. First of the attacks,
+                    // so it ends before the scenario does.
                     let new = ordinary
                         .iter()
                         .find(|p| {
                             p.country != home.country
                                 && p.asn != home.asn
-                                && great_circle_km(home.lat, home.lon, p.lat, p.lon) < 2500.0
+                                && great_circle_km(home.lat, home.lon, p.lat, p.lon) < 900.0
                         })
                         .unwrap_or(&ordinary[2]);
                     for n in 0..5 {
-                        let mut e = base(at_ms + 4 * 3_600_000 + n as i64 * 300_000, n);
+                        let mut e = base(at_ms + duration_ms / 6 + n as i64 * 300_000, n);
                         e.src_ip = Some(new.ip);
                         e.user_agent = Some("python-requests/2.31.0".into());
                         e.action = "GET /v1/admin/users".into();
