@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use detectors::{DecisionConfig, DetectorsConfig, Engine, GeoIp, MetadataStore};
-use schemas::{Action, Mode, Origin};
+use schemas::{Action, Decision, Event, Mode, Origin};
 
 use super::{ATTACKS, Label, Stream, TRAPS};
 
@@ -31,8 +31,9 @@ pub struct Score {
     pub traps: BTreeMap<&'static str, Row>,
 }
 
-/// Detects over the stream and scores it.
-pub fn run(stream: &Stream, geoip: GeoIp) -> Score {
+/// Every decision the engine makes over `events` (in event-time order),
+/// in enforce mode with the shipped defaults and `geoip`.
+pub fn detect(events: &[Event], geoip: GeoIp) -> Vec<Decision> {
     let decision = DecisionConfig {
         mode: Mode::Enforce,
         ..Default::default()
@@ -44,7 +45,7 @@ pub fn run(stream: &Stream, geoip: GeoIp) -> Score {
         MetadataStore::default(),
     );
     let mut decisions = Vec::new();
-    let mut events = stream.events.clone();
+    let mut events = events.to_vec();
     for (b, chunk) in events.chunks_mut(1024).enumerate() {
         let origins: Vec<Origin> = (0..chunk.len())
             .map(|j| Origin {
@@ -57,7 +58,12 @@ pub fn run(stream: &Stream, geoip: GeoIp) -> Score {
         decisions.extend(engine.process(chunk, &origins).decisions);
     }
     decisions.extend(engine.flush().decisions);
+    decisions
+}
 
+/// Detects over the stream and scores it.
+pub fn run(stream: &Stream, geoip: GeoIp) -> Score {
+    let decisions = detect(&stream.events, geoip);
     let mut first_revoke: HashMap<&str, i64> = HashMap::new();
     let mut alerted: HashSet<&str> = HashSet::new();
     let mut alert_days: HashSet<(&str, i64)> = HashSet::new();

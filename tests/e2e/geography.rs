@@ -4,8 +4,8 @@
 //! 150 MB, so one test opens them once and checks everything that needs
 //! them.
 
-use detectors::{DecisionConfig, DetectorsConfig, Engine, GeoIp, MetadataStore};
-use schemas::{Action, Event, Mode, Origin};
+use detectors::GeoIp;
+use schemas::{Action, Event};
 
 use crate::support::real_geoip;
 
@@ -19,35 +19,11 @@ fn call(ts_ms: i64, token: &str, ip: &str, ua: &str) -> Event {
     e
 }
 
-/// Runs `events` (in time order) through an enforce-mode engine that
-/// shares `geoip`'s files, and returns every decision.
+/// Every decision an enforce-mode engine with the shipped defaults makes
+/// over `events`, sharing `geoip`'s files.
 fn judge(geoip: &GeoIp, mut events: Vec<Event>) -> Vec<schemas::Decision> {
-    let decision = DecisionConfig {
-        mode: Mode::Enforce,
-        ..Default::default()
-    };
-    let config = DetectorsConfig::default();
-    let mut engine = Engine::with_parts(
-        &config,
-        &decision,
-        Some(geoip.clone()),
-        MetadataStore::default(),
-    );
-    events.sort_by_key(|e| e.ts_ms);
-    let mut out = Vec::new();
-    for (i, chunk) in events.chunks_mut(512).enumerate() {
-        let origins: Vec<Origin> = (0..chunk.len())
-            .map(|j| Origin {
-                topic: "events".into(),
-                partition: 0,
-                offset: (i * 512 + j) as i64,
-                kafka_ts_ms: None,
-            })
-            .collect();
-        out.extend(engine.process(chunk, &origins).decisions);
-    }
-    out.extend(engine.flush().decisions);
-    out
+    tokenwatch::scenario::sort_by_time(&mut events);
+    tokenwatch::quality::score::detect(&events, geoip.clone())
 }
 
 #[test]
@@ -152,22 +128,10 @@ fn real_dbip_geography_decodes_and_judges_travel_sensibly() {
 /// but do not decode fails it, naming the file and the network.
 #[test]
 fn check_config_fails_on_a_database_whose_records_do_not_decode() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let example = std::fs::read_to_string(root.join("tokenwatch.example.toml")).unwrap();
-    let broken = example.replace(
+    let out = crate::support::check_example_config(
         "city_db = \"tests/fixtures/geoip/synthetic-city.mmdb\"",
         "city_db = \"tests/fixtures/geoip/wrong-types-city.mmdb\"",
     );
-    assert_ne!(broken, example);
-    let dir = crate::support::temp_dir();
-    let path = dir.join("broken.toml");
-    std::fs::write(&path, broken).unwrap();
-    let out = crate::support::tokenwatch()
-        .current_dir(root)
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -175,12 +139,7 @@ fn check_config_fails_on_a_database_whose_records_do_not_decode() {
         "{stderr}"
     );
     // The shipped example passes.
-    let ok = crate::support::tokenwatch()
-        .current_dir(root)
-        .arg("check-config")
-        .arg("tokenwatch.example.toml")
-        .output()
-        .unwrap();
+    let ok = crate::support::check_example_config("", "");
     assert!(
         ok.status.success(),
         "{}",

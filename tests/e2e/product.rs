@@ -351,25 +351,13 @@ fn replay_is_deterministic() {
 /// mistake (issue 11, section 1): the value is redacted, the key stays.
 #[test]
 fn check_config_redacts_secret_kafka_properties() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let example = std::fs::read_to_string(root.join("tokenwatch.example.toml")).unwrap();
     let canary = "canary-Kafka-s3cret-7f3a";
-    let with_secret = example.replace(
+    let out = crate::support::check_example_config(
         "\"client.id\" = \"tokenwatch\"",
         &format!(
             "\"client.id\" = \"tokenwatch\"\n\"sasl.password\" = \"{canary}\"\n\"ssl.key.password\" = \"{canary}\""
         ),
     );
-    assert_ne!(with_secret, example);
-    let dir = crate::support::temp_dir();
-    let path = dir.join("secret.toml");
-    std::fs::write(&path, with_secret).unwrap();
-    let out = crate::support::tokenwatch()
-        .current_dir(root)
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),

@@ -324,3 +324,25 @@ pub fn real_geoip() -> detectors::GeoIpConfig {
     config.asn_db = Some(dir.join("asn.mmdb"));
     config
 }
+
+/// Runs `tokenwatch check-config` (from the repository root) on the shipped
+/// example config with `from` replaced by `to` (`from` empty: unchanged).
+pub fn check_example_config(from: &str, to: &str) -> std::process::Output {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("tokenwatch.example.toml")).unwrap();
+    let changed = if from.is_empty() {
+        example.clone()
+    } else {
+        let changed = example.replace(from, to);
+        assert_ne!(changed, example, "{from:?} is not in the example config");
+        changed
+    };
+    let path = temp_dir().join("check-config.toml");
+    std::fs::write(&path, changed).unwrap();
+    tokenwatch()
+        .current_dir(root)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap()
+}
