@@ -292,6 +292,15 @@ impl GeoDetector {
         if kmh <= self.config.max_speed_kmh {
             return;
         }
+        // Between two places the token normally uses it is not travel;
+        // checked only for a trip that would otherwise be reported.
+        let habitual = g
+            .places
+            .known(centi(f64::from(g.lat)), centi(f64::from(g.lon)), g.asn)
+            && g.places.known(centi(here.lat), centi(here.lon), here.asn);
+        if habitual {
+            return;
+        }
         let from_network = flags_kind(g.flags);
         let unreliable = [from_network, here.network]
             .iter()
@@ -417,18 +426,22 @@ impl Detector for GeoDetector {
         let located = g.flags & HAS_LOCATION != 0;
         let same_ip = located && g.ip == digest;
         let asn = e.asn.unwrap_or(0);
+        let org = if same_ip {
+            g.org
+        } else {
+            e.as_org.as_deref().map_or(0, crate::novelty::digest)
+        };
+        // The kind is a function of the network: classified only when the
+        // network changes (the AS-name scan is the costly part), not per
+        // event or per address.
+        let same_net = located && g.asn == asn && g.org == org;
         let here = Here {
             lat,
             lon,
             asn,
-            org: if same_ip {
-                g.org
-            } else {
-                e.as_org.as_deref().map_or(0, crate::novelty::digest)
-            },
+            org,
             low: self.low_confidence(obs),
-            // Classified once per change of address, not per event.
-            network: if same_ip {
+            network: if same_ip || same_net {
                 flags_kind(g.flags)
             } else {
                 self.networks.classify(e.asn, e.as_org.as_deref())
@@ -449,11 +462,7 @@ impl Detector for GeoDetector {
             && ((asn != 0 && g.asn == asn) || (here.org != 0 && g.org == here.org));
         if located && !same_ip {
             let same_network = asn != 0 && g.asn == asn && g.country == country;
-            let habitual = g
-                .places
-                .known(centi(f64::from(g.lat)), centi(f64::from(g.lon)), g.asn)
-                && g.places.known(clat, clon, asn);
-            if !same_network && !same_provider && !habitual {
+            if !same_network && !same_provider {
                 self.travel(obs, g, &here, out);
             }
         }

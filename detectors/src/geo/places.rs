@@ -28,7 +28,11 @@ impl Place {
     }
 
     fn matches(&self, lat: i16, lon: i16, asn: u32) -> bool {
-        !self.empty() && self.asn == asn && approx_km(self.lat, self.lon, lat, lon) <= SAME_PLACE_KM
+        // Most calls come from the very point last seen: no trigonometry.
+        !self.empty()
+            && self.asn == asn
+            && ((self.lat == lat && self.lon == lon)
+                || approx_km(self.lat, self.lon, lat, lon) <= SAME_PLACE_KM)
     }
 
     pub fn describe(&self) -> serde_json::Value {
