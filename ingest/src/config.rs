@@ -74,8 +74,15 @@ pub struct IngestConfig {
     /// followed live. Optional.
     #[serde(default)]
     pub metadata_topic: Option<String>,
+    /// Key names whose values are secrets, beyond the built-in ones
+    /// (`token`, `authorization`, `client_secret`, `password`, ...). A
+    /// dead-letter copy has every such value, and every well-known secret
+    /// shape, replaced by its fingerprint (README, "Dead letters").
+    #[serde(default)]
+    pub redact_keys: Vec<String>,
     /// Records larger than this many bytes are dead-lettered unread (the
-    /// dead-letter copy is truncated to this size).
+    /// dead-letter copy is truncated to this size, or below what the
+    /// dead-letter topic accepts).
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
     /// A batch is handed downstream when it holds this many records...
@@ -178,6 +185,7 @@ impl IngestConfig {
             max_past_age: None,
             dead_letter_topic: default_dead_letter_topic(),
             metadata_topic: None,
+            redact_keys: Vec::new(),
             max_record_bytes: default_max_record_bytes(),
             batch_max_records: default_batch_max_records(),
             batch_linger: default_batch_linger(),
@@ -192,6 +200,7 @@ impl IngestConfig {
     /// The decoder this section describes, keyed by the fingerprint key.
     pub fn decoder(&self, fingerprinter: Fingerprinter) -> Decoder {
         Decoder::new(self.format, self.max_record_bytes, fingerprinter)
+            .with_redact_keys(&self.redact_keys)
             .with_issuer(self.issuer.as_deref())
             .with_limits(Limits {
                 max_depth: self.max_depth,

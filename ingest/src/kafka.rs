@@ -20,11 +20,12 @@ use schemas::decode::Decoder;
 use schemas::{DecodeError, Fingerprinter, Origin};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::ack::{Ack, OffsetTracker};
 use crate::batcher::BatchBuilder;
 use crate::config::{IngestConfig, StartFrom};
+use crate::dead_letter::{self, DeadLetters};
 use crate::metrics::IngestMetrics;
 use crate::{BuildError, Delivery, RunError};
 
@@ -229,7 +230,10 @@ impl KafkaSource {
         producer_config
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("linger.ms", "5");
+            .set("linger.ms", "5")
+            // One copy per produce batch: a batch of several could exceed
+            // the topic's max.message.bytes although each copy fits it.
+            .set("batch.num.messages", "1");
         producer_config.set(
             "message.max.bytes",
             (config.max_record_bytes + (64 << 10)).to_string(),
@@ -279,58 +283,67 @@ impl KafkaSource {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), RunError> {
         let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
+        let limit = dead_letter::payload_limit(&self.config).await;
         let mut state = Loop {
             source: &self,
             builder: BatchBuilder::new(self.decoder.clone(), self.config.batch_max_records),
             tracker: OffsetTracker::default(),
+            dead_letters: DeadLetters::new(self.decoder.redactor().clone(), limit),
             pending_dead_letters: Vec::new(),
             ack_tx,
             next_seq: 0,
             topics: Vec::new(),
         };
-        info!("Ingest started.");
+        info!(dead_letter_payload_limit = limit, "Ingest started.");
         tokio::pin!(shutdown);
         // One timer, re-armed when a batch opens, instead of a new one per
         // iteration.
         let linger = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(linger);
         let mut lingering = false;
-        loop {
-            tokio::select! {
+        // A fatal error stops reading, but the batches already handed on are
+        // still drained and committed below: stopping is graceful.
+        let fatal: Option<RunError> = loop {
+            let step = tokio::select! {
                 biased;
-                () = &mut shutdown => break,
-                Some(seq) = ack_rx.recv() => state.acknowledge(seq),
+                () = &mut shutdown => break None,
+                Some(seq) = ack_rx.recv() => {
+                    state.acknowledge(seq);
+                    Ok(())
+                }
                 () = &mut linger, if lingering => {
-                    state.flush(&output).await?;
                     lingering = false;
+                    state.flush(&output).await
                 }
                 msg = self.consumer.recv() => {
                     if !lingering {
                         linger.as_mut().reset(Instant::now() + self.config.batch_linger);
                         lingering = true;
                     }
-                    state.push(&msg.map_err(RunError::Consume)?).await?;
-                    // Take whatever else is already fetched without going
-                    // back through select!: the common case under load.
-                    while !state.builder.is_full() {
-                        match self.consumer.recv().now_or_never() {
-                            Some(msg) => state.push(&msg.map_err(RunError::Consume)?).await?,
-                            None => break,
+                    match state.receive(msg, &output).await {
+                        Ok(true) => {
+                            lingering = false;
+                            Ok(())
                         }
-                    }
-                    if state.builder.is_full() {
-                        state.flush(&output).await?;
-                        lingering = false;
+                        Ok(false) => Ok(()),
+                        Err(e) => Err(e),
                     }
                 }
+            };
+            if let Err(e) = step {
+                break Some(e);
             }
-        }
+        };
 
-        info!(
-            in_flight = state.tracker.in_flight(),
-            "Shutting down ingest: flushing and draining in-flight batches."
-        );
-        state.flush(&output).await?;
+        if let Some(e) = &fatal {
+            error!(error = %e, in_flight = state.tracker.in_flight(), "Ingest is stopping on a fatal error: the open batch is not acknowledged, batches already handed on are drained and committed.");
+        } else {
+            info!(
+                in_flight = state.tracker.in_flight(),
+                "Shutting down ingest: flushing and draining in-flight batches."
+            );
+            state.flush(&output).await?;
+        }
         drop(output);
         let drain_deadline = Instant::now() + self.config.drain_timeout;
         while state.tracker.in_flight() > 0 {
@@ -352,7 +365,7 @@ impl KafkaSource {
             }
         }
         info!("Ingest stopped.");
-        Ok(())
+        fatal.map_or(Ok(()), Err)
     }
 
     pub fn metrics(&self) -> &Arc<IngestMetrics> {
@@ -365,6 +378,7 @@ struct Loop<'a> {
     source: &'a KafkaSource,
     builder: BatchBuilder,
     tracker: OffsetTracker,
+    dead_letters: DeadLetters,
     pending_dead_letters: Vec<(DeliveryFuture, Origin)>,
     ack_tx: mpsc::UnboundedSender<u64>,
     next_seq: u64,
@@ -373,6 +387,49 @@ struct Loop<'a> {
 }
 
 impl Loop<'_> {
+    /// Takes one received message, and whatever else is already fetched,
+    /// into the open batch; `true` when that filled and flushed it.
+    /// Consumer errors that are not fatal are logged, counted and passed
+    /// over: librdkafka retries them itself.
+    async fn receive(
+        &mut self,
+        first: KafkaResult<BorrowedMessage<'_>>,
+        output: &mpsc::Sender<Delivery>,
+    ) -> Result<bool, RunError> {
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            match msg {
+                Ok(msg) => self.push(&msg).await?,
+                Err(e) => self.consumer_error(e)?,
+            }
+            if self.builder.is_full() {
+                self.flush(output).await?;
+                return Ok(true);
+            }
+            // Take whatever else is already fetched without going back
+            // through select!: the common case under load.
+            next = self.source.consumer.recv().now_or_never();
+        }
+        Ok(false)
+    }
+
+    fn consumer_error(&self, e: KafkaError) -> Result<(), RunError> {
+        if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
+            return Err(RunError::Consume(e));
+        }
+        let n = self
+            .source
+            .metrics
+            .consumer_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Every error at first, then one in a hundred: a broker outage
+        // must not flood the log.
+        if n < 10 || n % 100 == 0 {
+            warn!(error = %e, total = n + 1, "Kafka consumer error; the client retries it and ingest goes on.");
+        }
+        Ok(())
+    }
+
     async fn push(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), RunError> {
         let topic = match self.topics.iter().find(|t| ***t == *msg.topic()) {
             Some(t) => Arc::clone(t),
@@ -415,35 +472,15 @@ impl Loop<'_> {
         origin: Origin,
         element: Option<usize>,
     ) -> Result<(), RunError> {
-        let max = self.source.config.max_record_bytes;
-        // A raw secret in a rejected record is fingerprinted first: the
-        // dead-letter topic must not become a store of leaked tokens.
-        let redacted = self.source.decoder.redact(payload);
-        let payload = redacted.as_deref().unwrap_or(payload);
-        let (body, original) = if payload.len() > max {
-            (&payload[..max], Some(payload.len()))
-        } else {
-            (payload, None)
-        };
-        let mut headers = dead_letter_headers(error, &origin, original);
-        if redacted.is_some() {
-            headers = headers.insert(Header {
-                key: header::REDACTED,
-                value: Some("token"),
-            });
-        }
-        if let Some(index) = element {
-            headers = headers.insert(Header {
-                key: header::SOURCE_ELEMENT,
-                value: Some(index.to_string().as_str()),
-            });
-        }
+        let copy = self
+            .dead_letters
+            .copy(payload, msg.key(), error, &origin, element);
         let topic = self.source.config.dead_letter_topic.as_str();
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-            .payload(body)
-            .headers(headers);
-        if let Some(key) = msg.key() {
-            record = record.key(key);
+        let mut record = FutureRecord::<str, [u8]>::to(topic)
+            .payload(&copy.payload)
+            .headers(copy.headers);
+        if let Some(key) = &copy.key {
+            record = record.key(key.as_str());
         }
         loop {
             match self.source.dead_letter.send_result(record) {

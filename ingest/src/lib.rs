@@ -13,6 +13,8 @@
 //!   out-of-order batch acknowledgements into contiguous offsets to store.
 //! - [`kafka`]: [`KafkaSource`], the consumer group, rebalance logging and
 //!   the dead-letter producer.
+//! - [`dead_letter`]: the redacted, size-bounded dead-letter copy of a
+//!   record (the policy is in its docs).
 //! - [`file`]: [`FileSource`], NDJSON from files or stdin.
 //! - [`metadata`]: [`MetadataSource`], following the compacted
 //!   token-metadata topic.
@@ -21,6 +23,7 @@
 pub mod ack;
 pub mod batcher;
 pub mod config;
+pub mod dead_letter;
 pub mod file;
 pub mod kafka;
 pub mod metadata;

@@ -29,6 +29,8 @@ pub struct IngestMetrics {
     /// web-session action, a CloudTrail `AwsServiceEvent`): not an event,
     /// not an error.
     pub skipped: AtomicU64,
+    /// Consumer errors that did not stop ingest (librdkafka retries them).
+    pub consumer_errors: AtomicU64,
 }
 
 /// Per-batch tallies, added to [`IngestMetrics`] in one go.

@@ -33,8 +33,14 @@ impl Fingerprinter {
 
     /// `fp_` followed by the first 128 bits of HMAC-SHA256(key, secret), in hex.
     pub fn fingerprint(&self, secret: &str) -> String {
+        self.fingerprint_bytes(secret.as_bytes())
+    }
+
+    /// [`fingerprint`](Self::fingerprint) of bytes that need not be UTF-8
+    /// (a Kafka key, a value in an undecodable record).
+    pub fn fingerprint_bytes(&self, secret: &[u8]) -> String {
         let mut mac = self.mac.clone();
-        mac.update(secret.as_bytes());
+        mac.update(secret);
         let digest = mac.finalize().into_bytes();
         let mut out = String::with_capacity(PREFIX.len() + 32);
         out.push_str(PREFIX);

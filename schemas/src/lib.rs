@@ -17,6 +17,8 @@
 //!   reason a record is dead-lettered.
 //! - [`fingerprint`]: the keyed hash that replaces a raw token secret, so a
 //!   secret never travels past the decoder.
+//! - [`redact`]: [`Redactor`], the byte-level scan that fingerprints secrets
+//!   in records that leave undecoded (dead letters).
 //! - [`metadata`]: [`TokenMetadata`], what the issuer knows about a token.
 //! - [`finding`]: [`Finding`]s with score, confidence and [`Evidence`].
 //! - [`decision`]: the [`Decision`] the revoker consumes, and [`SystemAlert`].
@@ -30,6 +32,7 @@ pub mod event;
 pub mod finding;
 pub mod fingerprint;
 pub mod metadata;
+pub mod redact;
 pub mod sample;
 pub mod time;
 
@@ -44,3 +47,4 @@ pub use event::Event;
 pub use finding::{Action, DetectorKind, EventRef, Evidence, Finding};
 pub use fingerprint::Fingerprinter;
 pub use metadata::TokenMetadata;
+pub use redact::{Redacted, Redactor};

@@ -114,6 +114,18 @@ pub fn render(s: &AdminState) -> String {
     }
     family(
         &mut out,
+        "tokenwatch_consumer_errors_total",
+        "counter",
+        "Kafka consumer errors that did not stop ingest (the client retries them).",
+    );
+    sample(
+        &mut out,
+        "tokenwatch_consumer_errors_total",
+        "",
+        i.consumer_errors.load(Relaxed),
+    );
+    family(
+        &mut out,
         "tokenwatch_assigned_partitions",
         "gauge",
         "Partitions assigned to this instance.",

@@ -12,7 +12,7 @@ use ingest::{Delivery, IngestConfig, IngestMetrics, KafkaSource};
 use schemas::{Event, record_batch_to_events};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::support::{self, create_topic, produce, read_records, unique_name};
+use crate::support::{self, create_topic, create_topic_with, produce, read_records, unique_name};
 
 fn good_record(i: usize) -> (String, Vec<u8>) {
     let token = format!("tok-{}", i % 500);
@@ -270,17 +270,32 @@ async fn a_consumer_killed_before_acknowledging_loses_nothing() {
     );
 }
 
+/// Issue 11, sections 1 and 4: whatever the reason a record is refused, its
+/// dead-letter copy holds no raw secret (payload, key or header), and it
+/// always fits the dead-letter topic, here one that takes 64 KiB: before,
+/// a copy of a 1.5 MiB record was cut to `max_record_bytes` (1 MiB), the
+/// broker refused it and ingest stopped on the same record after every
+/// restart (a poison pill).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_raw_secret_in_a_rejected_record_is_fingerprinted_before_dead_lettering() {
-    const CANARY: &str = "ghp_CANARY_dead_letter_7d1f";
+async fn dead_letter_copies_hold_no_secret_and_always_fit_the_topic() {
+    const CANARY: &str = "CANARY-dlq-5b0e1c";
     let topic = unique_name("redact-events");
     let dlq = unique_name("redact-dlq");
     create_topic(&topic, 1).await;
-    create_topic(&dlq, 1).await;
-    let bad = format!(
-        r#"{{"ts":"not a time","token":"{CANARY}","issuer":"github","action":"repo.clone"}}"#
-    );
-    produce(&topic, &[("k".into(), bad.into_bytes())]).await;
+    create_topic_with(&dlq, 1, &[("max.message.bytes", "65536")]).await;
+    let mut oversized = format!(r#"{{"token":"{CANARY}","pad":""#).into_bytes();
+    oversized.resize(1_500_000, b'x');
+    let bad: Vec<(String, Vec<u8>, &str)> = vec![
+        ("k1".into(), format!(r#"{{"ts":"not a time","token":"{CANARY}","issuer":"github","action":"repo.clone"}}"#).into_bytes(), "invalid_timestamp"),
+        ("k2".into(), format!(r#"{{"token":"{CANARY}","ts":"#).into_bytes(), "invalid_json"),
+        ("k3".into(), [format!(r#"{{"ts":1795813200000,"token":"{CANARY}","user_agent":"caf"#).as_bytes(), b"\xe9\"}"].concat(), "invalid_utf8"),
+        ("k4".into(), oversized, "too_large"),
+        (CANARY.into(), br#"{"ts":1795813200000,"token_id":"t","issuer":"oauth","action":"GET /","status":"ok"}"#.to_vec(), "wrong_type"),
+    ];
+    let mut records: Vec<(String, Vec<u8>)> =
+        bad.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect();
+    records.push(good_record(1));
+    produce(&topic, &records).await;
 
     let metrics = Arc::new(IngestMetrics::default());
     let source = KafkaSource::build(
@@ -288,21 +303,36 @@ async fn a_raw_secret_in_a_rejected_record_is_fingerprinted_before_dead_letterin
         metrics.clone(),
     )
     .unwrap();
-    let (tx, _rx) = mpsc::channel(4);
+    let (tx, mut rx) = mpsc::channel(4);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(source.run(tx, async {
         let _ = stop_rx.await;
     }));
-    let dead = read_records(&dlq, 1, Duration::from_secs(30)).await;
+    let dead = read_records(&dlq, bad.len(), Duration::from_secs(30)).await;
+    // Still healthy: the good record after the bad ones is delivered.
+    let delivery = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("the good record after the bad ones is delivered")
+        .unwrap();
+    assert_eq!(delivery.batch.len(), 1);
+    delivery.ack.done();
+    assert!(!task.is_finished(), "ingest is still running");
     let _ = stop_tx.send(());
     task.await.unwrap().unwrap();
 
-    let copy = String::from_utf8_lossy(&dead[0].payload).into_owned();
-    assert!(
-        !copy.contains(CANARY),
-        "the dead-letter topic must not hold the raw secret: {copy}"
-    );
-    assert!(copy.contains("\"token\":\"fp_"), "{copy}");
-    assert_eq!(dead[0].header(header::REDACTED), Some("token"));
-    assert_eq!(dead[0].header(header::REASON), Some("invalid_timestamp"));
+    let canary = CANARY.as_bytes();
+    let holds = |bytes: &[u8]| bytes.windows(canary.len()).any(|w| w == canary);
+    for (copy, (_, _, reason)) in dead.iter().zip(&bad) {
+        assert_eq!(copy.header(header::REASON), Some(*reason));
+        assert!(!holds(&copy.payload), "{reason}: {}", String::from_utf8_lossy(&copy.payload));
+        assert!(!copy.key.as_deref().is_some_and(holds), "{reason}: key {:?}", copy.key);
+        assert!(copy.headers.iter().all(|(_, v)| !v.contains(CANARY)), "{reason}: {:?}", copy.headers);
+        assert!(copy.payload.len() < 65536, "{reason}: {} bytes", copy.payload.len());
+    }
+    let invalid_ts = String::from_utf8_lossy(&dead[0].payload).into_owned();
+    assert!(invalid_ts.contains("\"token\":\"fp_"), "{invalid_ts}");
+    assert!(invalid_ts.contains("repo.clone"), "the rest stays for debugging: {invalid_ts}");
+    assert_eq!(dead[0].header(header::REDACTED), Some("1"));
+    assert_eq!(dead[3].header(header::ORIGINAL_BYTES), Some("1500000"));
+    assert!(dead[4].key.as_deref().is_some_and(|k| k.starts_with(b"fp_")));
 }

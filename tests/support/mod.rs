@@ -68,13 +68,20 @@ pub fn unique_name(prefix: &str) -> String {
 }
 
 pub async fn create_topic(name: &str, partitions: i32) {
+    create_topic_with(name, partitions, &[("max.message.bytes", "8388608")]).await
+}
+
+/// A topic with the given topic configs.
+pub async fn create_topic_with(name: &str, partitions: i32, configs: &[(&str, &str)]) {
     require_broker();
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()
         .unwrap();
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1))
-        .set("max.message.bytes", "8388608");
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (key, value) in configs {
+        topic = topic.set(key, value);
+    }
     let results = admin
         .create_topics([&topic], &AdminOptions::new())
         .await
@@ -117,6 +124,7 @@ pub async fn produce(topic: &str, records: &[(String, Vec<u8>)]) -> Vec<(i32, i6
 /// A record read back from a topic, with its headers as text.
 #[derive(Debug, Clone)]
 pub struct ReadRecord {
+    pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: Vec<(String, String)>,
 }
@@ -166,6 +174,7 @@ pub async fn read_records(topic: &str, count: usize, timeout: Duration) -> Vec<R
             })
             .unwrap_or_default();
         out.push(ReadRecord {
+            key: msg.key().map(<[u8]>::to_vec),
             payload: msg.payload().unwrap_or_default().to_vec(),
             headers,
         });

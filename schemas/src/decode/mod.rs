@@ -18,6 +18,7 @@ pub use limits::Limits;
 
 use crate::event::Event;
 use crate::fingerprint::Fingerprinter;
+use crate::redact::Redactor;
 
 /// The input formats tokenwatch reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -176,6 +177,7 @@ pub struct Decoder {
     limits: Limits,
     skew: Skew,
     issuer: String,
+    redactor: Redactor,
 }
 
 impl Decoder {
@@ -183,6 +185,7 @@ impl Decoder {
         Decoder {
             format,
             max_record_bytes,
+            redactor: Redactor::new(fingerprinter.clone(), &[]),
             fingerprinter,
             limits: Limits::default(),
             skew: Skew::default(),
@@ -212,22 +215,16 @@ impl Decoder {
         self.format
     }
 
-    /// A copy of a rejected record that is safe to dead-letter: if it is a
-    /// JSON object with a raw secret in `token`, that value is replaced by
-    /// its fingerprint. `None` when there is nothing to redact (or the
-    /// record is not a JSON object, in which case nothing can be found).
-    pub fn redact(&self, record: &[u8]) -> Option<Vec<u8>> {
-        if record.len() > self.max_record_bytes {
-            return None;
-        }
-        let mut value: serde_json::Value = serde_json::from_slice(record).ok()?;
-        let token = value.as_object_mut()?.get_mut("token")?;
-        let fingerprint = match token {
-            serde_json::Value::String(secret) => self.fingerprinter.fingerprint(secret),
-            _ => "<redacted>".to_string(),
-        };
-        *token = serde_json::Value::String(fingerprint);
-        serde_json::to_vec(&value).ok()
+    /// Secret-named keys to redact beyond the built-in ones (see
+    /// [`Redactor`]).
+    pub fn with_redact_keys(mut self, extra: &[String]) -> Self {
+        self.redactor = Redactor::new(self.fingerprinter.clone(), extra);
+        self
+    }
+
+    /// The redactor for records that leave undecoded.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     /// Decodes a record that holds one event (a CloudTrail file's first).

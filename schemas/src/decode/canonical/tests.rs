@@ -239,9 +239,14 @@ fn redacts_raw_secrets_before_a_record_is_dead_lettered() {
     let d = Decoder::new(Format::Canonical, 4096, fp());
     let bad = br#"{"ts":"nope","token":"ghp_CANARY_dlq","issuer":"gh","action":"x"}"#;
     assert_eq!(d.decode(bad).unwrap_err(), DecodeError::InvalidTimestamp);
-    let safe = String::from_utf8(d.redact(bad).unwrap()).unwrap();
+    let safe = String::from_utf8(d.redactor().redact(bad).unwrap().bytes).unwrap();
     assert!(!safe.contains("CANARY"));
     assert!(safe.contains(&fp().fingerprint("ghp_CANARY_dlq")));
-    assert_eq!(d.redact(br#"{"token_id":"t"}"#), None, "nothing to redact");
-    assert_eq!(d.redact(b"not json"), None);
+    assert_eq!(d.redactor().redact(br#"{"token_id":"t"}"#), None, "nothing to redact");
+    assert_eq!(d.redactor().redact(b"not json"), None);
+    // Not UTF-8, so not JSON: the byte scan still finds the secret.
+    let latin1 = b"{\"token\":\"CANARY-x\",\"ua\":\"caf\xe9\"}";
+    assert_eq!(d.decode(latin1).unwrap_err(), DecodeError::InvalidUtf8);
+    let safe = d.redactor().redact(latin1).unwrap().bytes;
+    assert!(!safe.windows(6).any(|w| w == b"CANARY"));
 }
