@@ -417,9 +417,10 @@ async fn revoke(
             record.state
         );
     }
-    // Wait for the issuer's final answer (retries included).
+    // Wait for the issuer's final answer, retries included, for as long as
+    // a revocation may fail before it is reported as failing.
     let deadline = tokio::time::Instant::now()
-        + config.revoker.retry.max_delay * config.revoker.retry.max_attempts
+        + config.revoker.retry.alert_after
         + std::time::Duration::from_secs(10);
     let done = loop {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -432,9 +433,17 @@ async fn revoke(
             .into_iter()
             .find(|r| r.issuer == issuer && r.token_id == token);
         match current {
+            Some(r) if r.state == State::AwaitingSecret => {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                anyhow::bail!(
+                    "{issuer} revokes by the raw token, which this process has never seen: the revocation waits in the ledger as awaiting_secret, and a running tokenwatch completes it when an event brings the token (the token is on the denylist meanwhile)"
+                );
+            }
             Some(r) if r.state != State::Pending || r.accepted => break r,
             _ if tokio::time::Instant::now() > deadline => {
-                anyhow::bail!("no final answer from {issuer} in time; the ledger keeps it pending")
+                anyhow::bail!(
+                    "no final answer from {issuer} in time; the ledger keeps it pending and a running tokenwatch retries it"
+                )
             }
             _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
         }

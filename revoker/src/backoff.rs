@@ -20,7 +20,7 @@ impl Backoff {
         }
     }
 
-    pub fn max_attempts(&self) -> u32 {
+    pub fn max_attempts(&self) -> Option<u32> {
         self.config.max_attempts
     }
 
@@ -123,7 +123,8 @@ mod tests {
     #[test]
     fn backoff_grows_to_the_cap_with_jitter_inside_the_ceiling() {
         let config = RetryConfig {
-            max_attempts: 10,
+            max_attempts: Some(10),
+            alert_after: Duration::from_secs(120),
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(2),
         };

@@ -237,9 +237,16 @@ impl IssuerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
-    /// Attempts per revocation, the first included; then it fails loudly.
-    #[serde(default = "default_attempts")]
-    pub max_attempts: u32,
+    /// Attempts per revocation, the first included; then it is `failed`.
+    /// Unset (the default): a revocation is retried, every `max_delay` at
+    /// most, until the issuer answers for good; an outage never turns a
+    /// decided revocation into a failure.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// A revocation still not done this long after its decision raises a
+    /// `revocation_failing` system alert (once); retries go on.
+    #[serde(default = "default_alert_after", with = "humantime_serde")]
+    pub alert_after: Duration,
     /// Delay before the first retry (before jitter).
     #[serde(default = "default_base", with = "humantime_serde")]
     pub base_delay: Duration,
@@ -248,8 +255,8 @@ pub struct RetryConfig {
     pub max_delay: Duration,
 }
 
-fn default_attempts() -> u32 {
-    10
+fn default_alert_after() -> Duration {
+    Duration::from_secs(120)
 }
 fn default_base() -> Duration {
     Duration::from_millis(100)
@@ -261,7 +268,8 @@ fn default_cap() -> Duration {
 impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
-            max_attempts: default_attempts(),
+            max_attempts: None,
+            alert_after: default_alert_after(),
             base_delay: default_base(),
             max_delay: default_cap(),
         }
@@ -306,6 +314,12 @@ pub struct HandleConfig {
     /// At most this many secrets are held; the oldest go first.
     #[serde(default = "default_handle_max")]
     pub max_entries: usize,
+    /// A revocation that needs the raw secret (`oauth2`, `github`, an
+    /// `http` template with `{secret}`) and finds none held waits as
+    /// `awaiting_secret` until an event brings it; waiting longer than this
+    /// raises a `revocation_awaiting_secret` system alert (once).
+    #[serde(default = "default_await_alert_after", with = "humantime_serde")]
+    pub await_alert_after: Duration,
 }
 
 fn default_handle_ttl() -> Duration {
@@ -314,12 +328,16 @@ fn default_handle_ttl() -> Duration {
 fn default_handle_max() -> usize {
     100_000
 }
+fn default_await_alert_after() -> Duration {
+    Duration::from_secs(900)
+}
 
 impl Default for HandleConfig {
     fn default() -> Self {
         HandleConfig {
             ttl: default_handle_ttl(),
             max_entries: default_handle_max(),
+            await_alert_after: default_await_alert_after(),
         }
     }
 }
@@ -402,7 +420,7 @@ impl RevokerConfig {
                 }
             }
         }
-        if self.retry.max_attempts == 0 {
+        if self.retry.max_attempts == Some(0) {
             p.push("revoker.retry.max_attempts: must be at least 1".into());
         }
         if self.retry.base_delay > self.retry.max_delay {

@@ -20,6 +20,10 @@ pub enum State {
     /// Decided; the issuer has not confirmed yet (in flight, retrying, or
     /// accepted but unconfirmed).
     Pending,
+    /// The issuer revokes by the raw secret (`oauth2`, `github`) and none
+    /// is held (after a restart, or for a manual revocation): it waits for
+    /// an event that brings the secret. Still on the denylist.
+    AwaitingSecret,
     Revoked,
     /// Retries exhausted or refused for good; a loud alert went out.
     Failed,
@@ -246,7 +250,9 @@ impl Ledger {
     pub fn unfinished(&self) -> Vec<Record> {
         self.entries
             .values()
-            .filter(|r| r.state == State::Pending && !r.accepted)
+            .filter(|r| {
+                (r.state == State::Pending && !r.accepted) || r.state == State::AwaitingSecret
+            })
             .cloned()
             .collect()
     }

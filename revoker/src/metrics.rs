@@ -15,6 +15,11 @@ pub struct IssuerCounts {
     pub revoked: u64,
     pub accepted: u64,
     pub failed: u64,
+    /// Revocations that found no raw secret held and began to wait for one.
+    pub awaiting_secret: u64,
+    /// Revocations still not done `retry.alert_after` after their decision
+    /// (one `revocation_failing` alert each).
+    pub failing: u64,
     /// Revoke decisions for tokens already in the ledger (no issuer call).
     pub duplicates: u64,
 }

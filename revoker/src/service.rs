@@ -62,6 +62,13 @@ pub enum BuildError {
     Kafka(rdkafka::error::KafkaError),
 }
 
+/// A revocation not done yet.
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    decided_at_ms: i64,
+    awaiting_secret: bool,
+}
+
 struct AttemptResult {
     issuer: String,
     token_id: String,
@@ -83,6 +90,13 @@ pub struct Revoker {
     results: (mpsc::Sender<AttemptResult>, mpsc::Receiver<AttemptResult>),
     in_flight: usize,
     seed: u64,
+    /// Revocations not done yet (calling the issuer, or waiting for a
+    /// secret), with the time each was decided: checked every few seconds
+    /// for the loud alerts.
+    open: HashMap<(String, String), Open>,
+    /// Ledger keys that already raised their `revocation_failing` or
+    /// `revocation_awaiting_secret` alert.
+    alerted: std::collections::HashSet<String>,
 }
 
 fn now_ms() -> i64 {
@@ -171,6 +185,8 @@ impl Revoker {
             results: mpsc::channel(1024),
             in_flight: 0,
             seed: 0x5DEE_CE66_D1CE_4E5B,
+            open: HashMap::new(),
+            alerted: Default::default(),
         })
     }
 
@@ -202,6 +218,8 @@ impl Revoker {
                 info!(issuer = %record.issuer, token_id = %record.token_id, "Resuming an unfinished revocation.");
                 self.spawn_attempts(record);
             }
+            let mut overdue = tokio::time::interval(Duration::from_secs(5));
+            overdue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     cmd = commands.recv() => match cmd {
@@ -209,6 +227,7 @@ impl Revoker {
                         None => break,
                     },
                     Some(result) = self.results.1.recv() => self.on_result(result).await,
+                    _ = overdue.tick() => self.alert_overdue(now_ms()),
                 }
             }
             let deadline = tokio::time::Instant::now() + self.config.retry.max_delay;
@@ -236,6 +255,7 @@ impl Revoker {
                 let now = Instant::now();
                 for (issuer, token_id, secret) in secrets {
                     self.handles.put(&issuer, &token_id, secret, now);
+                    self.resume_awaiting(&issuer, &token_id).await;
                 }
             }
             Command::Decisions {
@@ -370,6 +390,13 @@ impl Revoker {
     }
 
     fn spawn_attempts(&mut self, record: Record) {
+        self.open.insert(
+            (record.issuer.clone(), record.token_id.clone()),
+            Open {
+                decided_at_ms: record.decided_at_ms,
+                awaiting_secret: false,
+            },
+        );
         let Some(adapter) = self.adapters.get(&record.issuer).cloned() else {
             let tx = self.results.0.clone();
             self.in_flight += 1;
@@ -399,6 +426,26 @@ impl Revoker {
                 .handles
                 .get(&record.issuer, &record.token_id, Instant::now()),
         };
+        if request.secret.is_none() && adapter.needs_secret() {
+            // No call can work yet: report at once, and wait for the secret.
+            self.in_flight += 1;
+            let result = AttemptResult {
+                issuer: record.issuer.clone(),
+                token_id: record.token_id.clone(),
+                attempt: Attempt::NeedsSecret(format!(
+                    "{} revokes by the raw secret and none is held for this token",
+                    record.issuer
+                )),
+                attempts: record.attempts,
+                answered_at_ms: now_ms(),
+                last: true,
+            };
+            let tx = self.results.0.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(result).await;
+            });
+            return;
+        }
         self.seed = self
             .seed
             .wrapping_mul(6_364_136_223_846_793_005)
@@ -433,6 +480,10 @@ impl Revoker {
                 record.accepted = true;
                 Some(State::Pending)
             }
+            (Attempt::NeedsSecret(e), _) => {
+                record.last_error = Some(e.clone());
+                Some(State::AwaitingSecret)
+            }
             (Attempt::Failed(e), _) | (Attempt::Retry { reason: e, .. }, true) => {
                 record.last_error = Some(e.clone());
                 Some(State::Failed)
@@ -460,8 +511,21 @@ impl Revoker {
             self.metrics.count(&record.issuer, |c| match state {
                 State::Revoked => c.revoked += 1,
                 State::Pending => c.accepted += 1,
+                State::AwaitingSecret => c.awaiting_secret += 1,
                 State::Failed => c.failed += 1,
             });
+            let key = (record.issuer.clone(), record.token_id.clone());
+            if state == State::AwaitingSecret {
+                self.open.insert(
+                    key,
+                    Open {
+                        decided_at_ms: record.decided_at_ms,
+                        awaiting_secret: true,
+                    },
+                );
+            } else {
+                self.open.remove(&key);
+            }
         }
         if let Err(e) = self.ledger.update(record.clone()).await {
             error!(error = %e, issuer = %record.issuer, token_id = %record.token_id, "Cannot write a revocation's new state to the ledger.");
@@ -473,6 +537,9 @@ impl Revoker {
             }
             State::Pending => {
                 info!(issuer = %record.issuer, token_id = %record.token_id, "Issuer accepted the revocation; confirmation pending.")
+            }
+            State::AwaitingSecret => {
+                warn!(issuer = %record.issuer, token_id = %record.token_id, "Revocation waits for the token's raw secret: the issuer revokes by it and none is held. It completes when an event brings it; the token stays on the denylist.");
             }
             State::Failed => {
                 error!(issuer = %record.issuer, token_id = %record.token_id, error = ?record.last_error, "Revocation failed.");
@@ -506,8 +573,89 @@ impl Revoker {
             config_hash: &self.config_hash,
             timings,
         };
-        let id = format!("{}.revocation", record.decision_id);
+        // One webhook id per state reached, so a receiver that drops
+        // repeated ids still sees the revocation complete after a wait.
+        let id = match state {
+            State::AwaitingSecret => format!("{}.revocation.awaiting_secret", record.decision_id),
+            _ => format!("{}.revocation", record.decision_id),
+        };
         self.send_webhook(id, "tokenwatch.revocation", Action::Revoke, &data);
+    }
+
+    /// Starts a revocation that was waiting for `issuer/token_id`'s secret,
+    /// now that an event brought it.
+    async fn resume_awaiting(&mut self, issuer: &str, token_id: &str) {
+        let Some(mut record) = self
+            .ledger
+            .get(issuer, token_id)
+            .filter(|r| r.state == State::AwaitingSecret)
+            .cloned()
+        else {
+            return;
+        };
+        record.state = State::Pending;
+        record.last_error = None;
+        if let Err(e) = self.ledger.update(record.clone()).await {
+            // The record stays awaiting in the topic; the call still goes
+            // ahead, and its answer is written over it.
+            error!(error = %e, issuer, token_id, "Cannot write a resumed revocation to the ledger.");
+        }
+        info!(issuer, token_id, "The raw secret arrived; resuming the revocation that waited for it.");
+        self.spawn_attempts(record);
+    }
+
+    /// The loud alerts, once per revocation: still not done
+    /// `retry.alert_after` after its decision (`revocation_failing`), or
+    /// waiting for its secret longer than `secret_handles.await_alert_after`
+    /// (`revocation_awaiting_secret`). Retries and waiting go on.
+    fn alert_overdue(&mut self, now_ms: i64) {
+        let failing_after = self.config.retry.alert_after.as_millis() as i64;
+        let awaiting_after = self.config.secret_handles.await_alert_after.as_millis() as i64;
+        let overdue: Vec<((String, String), Open)> = self
+            .open
+            .iter()
+            .filter(|(_, o)| {
+                let limit = if o.awaiting_secret { awaiting_after } else { failing_after };
+                now_ms - o.decided_at_ms >= limit
+            })
+            .map(|(k, o)| (k.clone(), *o))
+            .collect();
+        for ((issuer, token_id), open) in overdue {
+            let Some(record) = self.ledger.get(&issuer, &token_id).cloned() else {
+                continue;
+            };
+            if !self.alerted.insert(record.key()) {
+                continue;
+            }
+            let waited = (now_ms - open.decided_at_ms) / 1000;
+            let (kind, message) = if open.awaiting_secret {
+                error!(%issuer, %token_id, waited_s = waited, "Revocation has waited too long for the token's raw secret.");
+                (
+                    "revocation_awaiting_secret",
+                    format!(
+                        "Revoking {token_id} at {issuer} has waited {waited} s for the token's raw secret, which the issuer revokes by and no event has brought since. The token is denied at gateways; revoke it at the issuer by hand."
+                    ),
+                )
+            } else {
+                self.metrics.count(&issuer, |c| c.failing += 1);
+                error!(%issuer, %token_id, attempts = record.attempts, error = ?record.last_error, "Revocation is still not done; retries go on.");
+                (
+                    "revocation_failing",
+                    format!(
+                        "Revoking {token_id} at {issuer} is not done {waited} s after the decision ({} attempts, last: {}). Retries go on every {} s at most until the issuer answers; the token is denied at gateways meanwhile.",
+                        record.attempts,
+                        record.last_error.as_deref().unwrap_or("none yet"),
+                        self.config.retry.max_delay.as_secs()
+                    ),
+                )
+            };
+            self.send_system(&SystemAlert {
+                kind,
+                message,
+                issuer: Some(issuer),
+                ts_ms: now_ms,
+            });
+        }
     }
 
     fn send_system(&self, alert: &SystemAlert) {
@@ -614,7 +762,9 @@ async fn attempts(
             Attempt::Retry { after, .. } => Some(*after),
             _ => None,
         };
-        let last = retry_after.is_none() || done >= backoff.max_attempts();
+        // Retries go on at the capped interval until the issuer answers for
+        // good, unless the config bounds the attempts.
+        let last = retry_after.is_none() || backoff.max_attempts().is_some_and(|max| done >= max);
         let result = AttemptResult {
             issuer: issuer.clone(),
             token_id: request.token_id.clone(),

@@ -24,6 +24,8 @@ pub struct Captured {
     pub body: Vec<u8>,
     /// When it arrived.
     pub at: std::time::Instant,
+    /// The status it was answered with.
+    pub status: u16,
 }
 
 impl Captured {
@@ -121,6 +123,7 @@ async fn handle(
             headers,
             body: body.to_vec(),
             at: std::time::Instant::now(),
+            status: reply.status,
         });
     }
     s.notify.notify_waiters();

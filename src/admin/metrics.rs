@@ -312,6 +312,8 @@ pub fn render(s: &AdminState) -> String {
             ("revoked", c.revoked),
             ("accepted", c.accepted),
             ("failed", c.failed),
+            ("awaiting_secret", c.awaiting_secret),
+            ("failing", c.failing),
             ("duplicate", c.duplicates),
         ] {
             sample(

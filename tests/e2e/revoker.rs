@@ -114,7 +114,8 @@ fn http_issuer(server: &TestServer) -> IssuerConfig {
 
 fn quick_retries() -> RetryConfig {
     RetryConfig {
-        max_attempts: 1000,
+        max_attempts: Some(1000),
+        alert_after: Duration::from_secs(120),
         base_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
     }
@@ -219,6 +220,162 @@ async fn a_restart_rebuilds_the_ledger_and_finishes_what_was_pending() {
         ["/revoke/stuck"],
         "the pending revocation resumed; nothing else was called"
     );
+}
+
+fn oauth2_issuer(server: &TestServer) -> IssuerConfig {
+    unsafe { std::env::set_var("TW_E2E_OAUTH_CLIENT", "client-secret") };
+    IssuerConfig::Oauth2 {
+        revocation_url: server.url("/revoke"),
+        client_id: "tw".into(),
+        client_secret_env: "TW_E2E_OAUTH_CLIENT".into(),
+        client_auth: ClientAuth::ClientSecretBasic,
+        token_type_hint: None,
+        introspection_url: None,
+    }
+}
+
+/// Issue 11, section 2: after a restart the secret store is empty, so a
+/// pending oauth2 revocation cannot be sent. Before, it was resumed, failed
+/// at once and stayed `failed` for ever; now it waits, visible, and
+/// completes when an event brings the token again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_an_oauth2_revocation_waits_for_its_secret_instead_of_failing() {
+    let ledger = unique_name("ledger-oauth");
+    create_topic(&ledger, 1).await;
+    let issuer = TestServer::start(Reply::status(503)).await;
+    let mut config = RevokerConfig {
+        ledger_topic: ledger,
+        retry: quick_retries(),
+        ..Default::default()
+    };
+    config.issuers.insert("oauth".into(), oauth2_issuer(&issuer));
+    let secret = || {
+        Command::Secrets(vec![(
+            "oauth".into(),
+            "fp_restart".into(),
+            Secret::new("at_restart_raw".into()),
+        )])
+    };
+
+    let first = start(config.clone(), true).await;
+    first.commands.send(secret()).await.unwrap();
+    first
+        .decide(vec![decision("oauth", "fp_restart", "p", Action::Revoke)])
+        .await;
+    issuer.wait_for(3, Duration::from_secs(20)).await;
+    first.task.abort();
+    let _ = first.task.await;
+
+    issuer.set_default(Reply::status(200));
+    let second = start(config, true).await;
+    let waiting = second
+        .record("oauth", "fp_restart", State::AwaitingSecret)
+        .await;
+    assert!(waiting.last_error.unwrap().contains("raw secret"));
+    second.commands.send(secret()).await.unwrap();
+    second.record("oauth", "fp_restart", State::Revoked).await;
+    second.stop().await;
+    let ok: Vec<_> = issuer
+        .requests()
+        .into_iter()
+        .filter(|q| q.method == "POST" && q.status == 200)
+        .collect();
+    assert_eq!(ok.len(), 1, "revoked once");
+    assert!(ok[0].text().contains("at_restart_raw"));
+}
+
+/// Issue 11, section 2: the issuer answers 503 for a minute
+/// (`TOKENWATCH_OUTAGE_SECS`, default 60) while revocations keep being
+/// decided. Before, each failed for good after `max_attempts` (10). Now every
+/// one completes once the issuer is back, each with exactly one successful
+/// call, and each raised one `revocation_failing` alert meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_revocation_decided_during_an_issuer_outage_completes_afterwards() {
+    let outage = Duration::from_secs(
+        std::env::var("TOKENWATCH_OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60),
+    );
+    let ledger = unique_name("ledger-outage");
+    create_topic(&ledger, 1).await;
+    let issuer = TestServer::start(Reply::status(503)).await;
+    let hooks = TestServer::start(Reply::status(200)).await;
+    unsafe { std::env::set_var("TW_E2E_WHSEC_OUTAGE", WHSEC) };
+    let mut config = RevokerConfig {
+        ledger_topic: ledger,
+        retry: RetryConfig {
+            max_attempts: None,
+            alert_after: Duration::from_secs(10),
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+        },
+        ..Default::default()
+    };
+    config.issuers.insert("iss".into(), http_issuer(&issuer));
+    config.webhooks = vec![WebhookConfig {
+        url: hooks.url("/hooks"),
+        secret_envs: vec!["TW_E2E_WHSEC_OUTAGE".into()],
+        min_action: Action::Revoke,
+        retry_schedule: vec![Duration::from_millis(50)],
+        timeout: Duration::from_secs(2),
+    }];
+    let r = start(config, true).await;
+
+    let began = tokio::time::Instant::now();
+    let mut tokens = Vec::new();
+    let mut decided = Vec::new();
+    while began.elapsed() < outage {
+        let token = format!("out-{}", tokens.len());
+        r.decide(vec![decision("iss", &token, "p", Action::Revoke)])
+            .await;
+        tokens.push(token);
+        decided.push(std::time::Instant::now());
+        tokio::time::sleep(outage / 30).await;
+    }
+    issuer.set_default(Reply::status(200));
+    let recovered = std::time::Instant::now();
+    // alert_after is 10 s and the check runs every 5 s: a revocation open
+    // for 15 s has alerted; one open for under 10 s cannot have.
+    let open_for = |s: u64| {
+        decided
+            .iter()
+            .filter(|d| recovered - **d >= Duration::from_secs(s))
+            .count()
+    };
+    let (must_alert, may_alert) = (open_for(15), open_for(10));
+    let mut last_done = Duration::ZERO;
+    for token in &tokens {
+        r.record("iss", token, State::Revoked).await;
+        last_done = last_done.max(recovered.elapsed());
+    }
+    r.stop().await;
+
+    let calls = issuer.requests();
+    for token in &tokens {
+        let ok = calls
+            .iter()
+            .filter(|q| q.path == format!("/revoke/{token}") && q.status == 200)
+            .count();
+        assert_eq!(ok, 1, "{token}: one successful call");
+    }
+    let failing = hooks
+        .requests()
+        .iter()
+        .map(|q| serde_json::from_slice::<serde_json::Value>(&q.body).unwrap())
+        .filter(|b| b["data"]["kind"] == "revocation_failing")
+        .count();
+    let failed_calls = calls.iter().filter(|q| q.status == 503).count();
+    eprintln!(
+        "outage of {outage:?}: {} revocations decided, {} completed, the last {last_done:?} after recovery; {failed_calls} failed calls during the outage, {failing} revocation_failing alerts",
+        tokens.len(),
+        tokens.len()
+    );
+    assert!(
+        (must_alert..=may_alert).contains(&failing),
+        "{failing} alerts; {must_alert} to {may_alert} expected"
+    );
+    assert!(last_done < Duration::from_secs(30), "{last_done:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

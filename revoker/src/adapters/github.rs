@@ -51,7 +51,7 @@ impl Github {
 
     pub async fn revoke(&self, req: &RevokeRequest) -> Attempt {
         let Some(secret) = &req.secret else {
-            return Attempt::Failed(
+            return Attempt::NeedsSecret(
                 "GitHub revokes by the raw credential and none is held for it".into(),
             );
         };

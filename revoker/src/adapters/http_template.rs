@@ -92,12 +92,16 @@ impl HttpAdapter {
         })
     }
 
-    pub async fn revoke(&self, req: &RevokeRequest) -> Attempt {
-        let needs_secret = self.url.contains("{secret}")
+    /// Whether the request template uses the raw secret.
+    pub fn needs_secret(&self) -> bool {
+        self.url.contains("{secret}")
             || self.body.as_deref().is_some_and(|b| b.contains("{secret}"))
-            || self.headers.values().any(|v| v.contains("{secret}"));
-        if needs_secret && req.secret.is_none() {
-            return Attempt::Failed(
+            || self.headers.values().any(|v| v.contains("{secret}"))
+    }
+
+    pub async fn revoke(&self, req: &RevokeRequest) -> Attempt {
+        if self.needs_secret() && req.secret.is_none() {
+            return Attempt::NeedsSecret(
                 "the request template uses {secret} and no raw secret is held".into(),
             );
         }

@@ -43,7 +43,10 @@ pub enum Attempt {
         reason: String,
         after: Option<Duration>,
     },
-    /// Will not work however often it is tried (4xx, no secret held).
+    /// The issuer revokes by the raw secret and none is held: wait until an
+    /// event brings it (never a failure).
+    NeedsSecret(String),
+    /// Will not work however often it is tried (4xx).
     Failed(String),
 }
 
@@ -105,6 +108,16 @@ impl Adapter {
             Adapter::Vault(a) => a.revoke(req).await,
             Adapter::AwsIam(a) => a.revoke(req).await,
             Adapter::Http(a) => a.revoke(req).await,
+        }
+    }
+
+    /// Whether this issuer revokes by the raw secret, so a revocation must
+    /// wait while none is held.
+    pub fn needs_secret(&self) -> bool {
+        match self {
+            Adapter::Oauth2(_) | Adapter::Github(_) => true,
+            Adapter::Vault(_) | Adapter::AwsIam(_) => false,
+            Adapter::Http(a) => a.needs_secret(),
         }
     }
 

@@ -86,7 +86,7 @@ async fn oauth2_rfc7009_with_basic_auth_and_introspection() {
     // No raw token held: RFC 7009 cannot work.
     assert!(matches!(
         adapter.revoke(&request("jti-1", None)).await,
-        Attempt::Failed(_)
+        Attempt::NeedsSecret(_)
     ));
 }
 
