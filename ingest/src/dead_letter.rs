@@ -99,7 +99,11 @@ pub async fn payload_limit(config: &IngestConfig) -> usize {
     let topic = config.dead_letter_topic.as_str();
     let max_message = match topic_max_message_bytes(config).await {
         Ok(bytes) => {
-            info!(topic, max_message_bytes = bytes, "Read the dead-letter topic's message size limit.");
+            info!(
+                topic,
+                max_message_bytes = bytes,
+                "Read the dead-letter topic's message size limit."
+            );
             bytes
         }
         Err(e) => {
@@ -117,8 +121,7 @@ async fn topic_max_message_bytes(config: &IngestConfig) -> Result<usize, String>
     for (k, v) in config.common_properties() {
         client.set(k, v);
     }
-    let admin: AdminClient<DefaultClientContext> =
-        client.create().map_err(|e| e.to_string())?;
+    let admin: AdminClient<DefaultClientContext> = client.create().map_err(|e| e.to_string())?;
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .describe_configs(
@@ -134,7 +137,7 @@ async fn topic_max_message_bytes(config: &IngestConfig) -> Result<usize, String>
         .map_err(|e| format!("{e:?}"))?;
     let entry = resource
         .get("max.message.bytes")
-        .ok_or("the topic's config has no max.message.bytes")?;
+        .ok_or("its config has no max.message.bytes (does the topic exist?)")?;
     entry
         .value
         .as_deref()
@@ -171,11 +174,23 @@ mod tests {
         let dl = DeadLetters::new(Redactor::new(fp.clone(), &[]), 64);
         let mut record = b"{\"token\":\"CANARY-secret\",\"ua\":\"caf\xe9\",\"pad\":\"".to_vec();
         record.extend(std::iter::repeat_n(b'x', 200));
-        let copy = dl.copy(&record, Some(b"CANARY-secret"), DecodeError::TooLarge, &origin(), None);
+        let copy = dl.copy(
+            &record,
+            Some(b"CANARY-secret"),
+            DecodeError::TooLarge,
+            &origin(),
+            None,
+        );
         assert_eq!(copy.payload.len(), 64);
         assert!(!copy.payload.windows(6).any(|w| w == b"CANARY"));
-        assert_eq!(copy.key.as_deref(), Some(fp.fingerprint("CANARY-secret").as_str()));
-        assert_eq!(header_value(&copy.headers, header::REDACTED).as_deref(), Some("1"));
+        assert_eq!(
+            copy.key.as_deref(),
+            Some(fp.fingerprint("CANARY-secret").as_str())
+        );
+        assert_eq!(
+            header_value(&copy.headers, header::REDACTED).as_deref(),
+            Some("1")
+        );
         assert_eq!(
             header_value(&copy.headers, header::ORIGINAL_BYTES),
             Some(record.len().to_string())
@@ -185,10 +200,19 @@ mod tests {
     #[test]
     fn a_short_clean_copy_is_unchanged() {
         let dl = DeadLetters::new(Redactor::new(Fingerprinter::new(b"k"), &[]), 1024);
-        let copy = dl.copy(b"not json", None, DecodeError::InvalidJson, &origin(), Some(3));
+        let copy = dl.copy(
+            b"not json",
+            None,
+            DecodeError::InvalidJson,
+            &origin(),
+            Some(3),
+        );
         assert_eq!(copy.payload, b"not json");
         assert_eq!(copy.key, None);
         assert_eq!(header_value(&copy.headers, header::REDACTED), None);
-        assert_eq!(header_value(&copy.headers, header::SOURCE_ELEMENT).as_deref(), Some("3"));
+        assert_eq!(
+            header_value(&copy.headers, header::SOURCE_ELEMENT).as_deref(),
+            Some("3")
+        );
     }
 }

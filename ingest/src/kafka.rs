@@ -283,7 +283,15 @@ impl KafkaSource {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), RunError> {
         let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
-        let limit = dead_letter::payload_limit(&self.config).await;
+        tokio::pin!(shutdown);
+        let limit = tokio::select! {
+            biased;
+            () = &mut shutdown => {
+                info!("Ingest stopped before it started.");
+                return Ok(());
+            }
+            limit = dead_letter::payload_limit(&self.config) => limit,
+        };
         let mut state = Loop {
             source: &self,
             builder: BatchBuilder::new(self.decoder.clone(), self.config.batch_max_records),
@@ -295,7 +303,6 @@ impl KafkaSource {
             topics: Vec::new(),
         };
         info!(dead_letter_payload_limit = limit, "Ingest started.");
-        tokio::pin!(shutdown);
         // One timer, re-armed when a batch opens, instead of a new one per
         // iteration.
         let linger = tokio::time::sleep(Duration::ZERO);
@@ -400,7 +407,11 @@ impl Loop<'_> {
         while let Some(msg) = next {
             match msg {
                 Ok(msg) => self.push(&msg).await?,
-                Err(e) => self.consumer_error(e)?,
+                Err(e) => {
+                    if let Some(fatal) = self.consumer_error(e) {
+                        return Err(RunError::Consume(fatal));
+                    }
+                }
             }
             if self.builder.is_full() {
                 self.flush(output).await?;
@@ -413,9 +424,10 @@ impl Loop<'_> {
         Ok(false)
     }
 
-    fn consumer_error(&self, e: KafkaError) -> Result<(), RunError> {
+    /// Counts and logs a consumer error; returns it if it is fatal.
+    fn consumer_error(&self, e: KafkaError) -> Option<KafkaError> {
         if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
-            return Err(RunError::Consume(e));
+            return Some(e);
         }
         let n = self
             .source
@@ -424,10 +436,10 @@ impl Loop<'_> {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Every error at first, then one in a hundred: a broker outage
         // must not flood the log.
-        if n < 10 || n % 100 == 0 {
+        if n < 10 || n.is_multiple_of(100) {
             warn!(error = %e, total = n + 1, "Kafka consumer error; the client retries it and ingest goes on.");
         }
-        Ok(())
+        None
     }
 
     async fn push(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), RunError> {

@@ -37,6 +37,12 @@ pub struct RevokerConfig {
     /// Topic for webhook deliveries that exhausted their retries.
     #[serde(default = "default_webhook_dlq")]
     pub webhook_dead_letter_topic: String,
+    /// Every process says it is alive on the ledger topic three times per
+    /// this period; the unfinished revocations of one not heard from for
+    /// this long (crashed, or restarted under a new identity) are taken
+    /// over by another. A clean stop hands them over at once.
+    #[serde(default = "default_liveness_timeout", with = "humantime_serde")]
+    pub liveness_timeout: Duration,
 }
 
 fn default_ledger_topic() -> String {
@@ -47,6 +53,9 @@ fn default_request_timeout() -> Duration {
 }
 fn default_webhook_dlq() -> String {
     "tokenwatch-webhook-dead-letter".into()
+}
+fn default_liveness_timeout() -> Duration {
+    Duration::from_secs(15)
 }
 
 impl Default for RevokerConfig {
@@ -60,6 +69,7 @@ impl Default for RevokerConfig {
             secret_handles: HandleConfig::default(),
             webhooks: Vec::new(),
             webhook_dead_letter_topic: default_webhook_dlq(),
+            liveness_timeout: default_liveness_timeout(),
         }
     }
 }
@@ -422,6 +432,9 @@ impl RevokerConfig {
         }
         if self.retry.max_attempts == Some(0) {
             p.push("revoker.retry.max_attempts: must be at least 1".into());
+        }
+        if self.liveness_timeout < Duration::from_millis(300) {
+            p.push("revoker.liveness_timeout: must be at least 300ms".into());
         }
         if self.retry.base_delay > self.retry.max_delay {
             p.push("revoker.retry.base_delay: must not exceed max_delay".into());

@@ -16,7 +16,7 @@ use crate::adapters::{Adapter, AdapterError, Attempt, RevokeRequest};
 use crate::backoff::{Backoff, Breaker};
 use crate::config::RevokerConfig;
 use crate::handles::HandleStore;
-use crate::ledger::{Begin, Ledger, LedgerError, Record, State};
+use crate::ledger::{Begin, Change, Ledger, LedgerError, Record, State};
 use crate::metrics::RevokerMetrics;
 use crate::webhook::payload::{DecisionAlert, Envelope, RevocationAlert, SystemData, Timings};
 use crate::webhook::{Outgoing, WebhookError, Webhooks};
@@ -88,7 +88,9 @@ pub struct Revoker {
     metrics: Arc<RevokerMetrics>,
     config_hash: String,
     results: (mpsc::Sender<AttemptResult>, mpsc::Receiver<AttemptResult>),
-    in_flight: usize,
+    /// The task calling the issuer (or reporting at once) for each
+    /// revocation this process owns and has in flight.
+    tasks: HashMap<(String, String), tokio::task::AbortHandle>,
     seed: u64,
     /// Revocations not done yet (calling the issuer, or waiting for a
     /// secret), with the time each was decided: checked every few seconds
@@ -183,7 +185,7 @@ impl Revoker {
             metrics: Arc::new(RevokerMetrics::for_issuers(config.issuers.keys())),
             config_hash,
             results: mpsc::channel(1024),
-            in_flight: 0,
+            tasks: HashMap::new(),
             seed: 0x5DEE_CE66_D1CE_4E5B,
             open: HashMap::new(),
             alerted: Default::default(),
@@ -214,11 +216,16 @@ impl Revoker {
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let span = info_span!("revoker");
         async move {
-            for record in self.ledger.unfinished() {
-                info!(issuer = %record.issuer, token_id = %record.token_id, "Resuming an unfinished revocation.");
-                self.spawn_attempts(record);
+            // Alive before any claim, so no other process takes this one's
+            // revocations for orphans.
+            if let Err(e) = self.ledger.heartbeat(false).await {
+                warn!(error = %e, "Cannot write this instance's heartbeat to the ledger.");
             }
-            let mut overdue = tokio::time::interval(Duration::from_secs(5));
+            // The heartbeat also paces the overdue checks; the first tick is
+            // immediate, so orphaned revocations are taken over at start.
+            let mut overdue = tokio::time::interval(
+                (self.config.liveness_timeout / 3).max(Duration::from_millis(100)),
+            );
             overdue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
@@ -227,11 +234,18 @@ impl Revoker {
                         None => break,
                     },
                     Some(result) = self.results.1.recv() => self.on_result(result).await,
-                    _ = overdue.tick() => self.alert_overdue(now_ms()),
+                    Some(followed) = self.ledger.follow() => {
+                        self.ledger.apply_followed(followed);
+                        self.on_ledger_changes();
+                    }
+                    _ = overdue.tick() => {
+                        self.keep_alive(now_ms()).await;
+                        self.alert_overdue(now_ms());
+                    }
                 }
             }
             let deadline = tokio::time::Instant::now() + self.config.retry.max_delay;
-            while self.in_flight > 0 {
+            while !self.tasks.is_empty() {
                 match tokio::time::timeout_at(deadline, self.results.1.recv()).await {
                     Ok(Some(result)) => self.on_result(result).await,
                     _ => break,
@@ -243,6 +257,10 @@ impl Revoker {
             let left = self.webhooks.drain(Duration::from_secs(10)).await;
             if left > 0 {
                 warn!(left, "Webhook deliveries still pending at shutdown.");
+            }
+            // Gone: another instance may take over what is left at once.
+            if let Err(e) = self.ledger.heartbeat(true).await {
+                warn!(error = %e, "Cannot tell the ledger this instance has stopped; others take over its revocations after liveness_timeout.");
             }
         }
         .instrument(span)
@@ -315,6 +333,7 @@ impl Revoker {
                 answered_at_ms: None,
                 last_error: None,
                 manual: false,
+                owner: String::new(),
             };
             match self.begin(record).await {
                 Ok(r) => revocation = Some(r),
@@ -335,7 +354,9 @@ impl Revoker {
     /// Writes the pending record and starts the issuer calls, unless the
     /// token is already in the ledger. Returns the token's ledger record.
     async fn begin(&mut self, record: Record) -> Result<Record, ()> {
-        match self.ledger.begin(record.clone()).await {
+        let begun = self.ledger.begin(record.clone()).await;
+        self.on_ledger_changes();
+        match begun {
             Ok(Begin::New) => {
                 self.spawn_attempts(record.clone());
                 Ok(record)
@@ -383,6 +404,7 @@ impl Revoker {
             answered_at_ms: None,
             last_error: None,
             manual: true,
+            owner: String::new(),
         };
         self.begin(record)
             .await
@@ -397,9 +419,9 @@ impl Revoker {
                 awaiting_secret: false,
             },
         );
+        let key = (record.issuer.clone(), record.token_id.clone());
         let Some(adapter) = self.adapters.get(&record.issuer).cloned() else {
             let tx = self.results.0.clone();
-            self.in_flight += 1;
             let result = AttemptResult {
                 issuer: record.issuer.clone(),
                 token_id: record.token_id.clone(),
@@ -411,9 +433,10 @@ impl Revoker {
                 answered_at_ms: now_ms(),
                 last: true,
             };
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 let _ = tx.send(result).await;
             });
+            self.tasks.insert(key, task.abort_handle());
             return;
         };
         let request = RevokeRequest {
@@ -428,7 +451,6 @@ impl Revoker {
         };
         if request.secret.is_none() && adapter.needs_secret() {
             // No call can work yet: report at once, and wait for the secret.
-            self.in_flight += 1;
             let result = AttemptResult {
                 issuer: record.issuer.clone(),
                 token_id: record.token_id.clone(),
@@ -441,9 +463,10 @@ impl Revoker {
                 last: true,
             };
             let tx = self.results.0.clone();
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 let _ = tx.send(result).await;
             });
+            self.tasks.insert(key, task.abort_handle());
             return;
         }
         self.seed = self
@@ -456,8 +479,7 @@ impl Revoker {
         let metrics = self.metrics.clone();
         let results = self.results.0.clone();
         let done = record.attempts;
-        self.in_flight += 1;
-        tokio::spawn(attempts(
+        let task = tokio::spawn(attempts(
             adapter,
             request,
             backoff,
@@ -467,9 +489,76 @@ impl Revoker {
             results,
             done,
         ));
+        if let Some(old) = self.tasks.insert(key, task.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    /// Acts on ownership changes the ledger saw: a revocation another
+    /// process took over is no longer called from here.
+    fn on_ledger_changes(&mut self) {
+        for change in self.ledger.take_changes() {
+            let Change::Owned { key, owner } = change else {
+                continue;
+            };
+            if owner == self.ledger.instance() {
+                continue;
+            }
+            if let Some(task) = self.tasks.remove(&key) {
+                task.abort();
+                self.open.remove(&key);
+                info!(issuer = %key.0, token_id = %key.1, %owner, "Another instance took this revocation over; not calling the issuer from here.");
+            }
+        }
+    }
+
+    /// Claims a revocation another owner left unfinished and starts it if
+    /// the claim wins.
+    async fn adopt(&mut self, record: Record, why: &str) {
+        let adopted = self.ledger.take_over(record.clone()).await;
+        self.on_ledger_changes();
+        match adopted {
+            Ok(true) => {
+                info!(issuer = %record.issuer, token_id = %record.token_id, previous_owner = %record.owner, "{why}");
+                let current = self
+                    .ledger
+                    .get(&record.issuer, &record.token_id)
+                    .cloned()
+                    .unwrap_or(record);
+                self.spawn_attempts(current);
+            }
+            Ok(false) => {
+                info!(issuer = %record.issuer, token_id = %record.token_id, "Another instance took this unfinished revocation first.")
+            }
+            Err(e) => {
+                error!(error = %e, issuer = %record.issuer, token_id = %record.token_id, "Cannot claim an unfinished revocation; it is tried again later.")
+            }
+        }
+    }
+
+    /// Says this process is alive, and takes over the unfinished
+    /// revocations of owners that are not.
+    async fn keep_alive(&mut self, now_ms: i64) {
+        if let Err(e) = self.ledger.heartbeat(false).await {
+            warn!(error = %e, "Cannot write this instance's heartbeat to the ledger.");
+        }
+        self.on_ledger_changes();
+        let timeout = self.config.liveness_timeout.as_millis() as i64;
+        for record in self.ledger.orphaned(now_ms, timeout) {
+            self.adopt(
+                record,
+                "Taking over an unfinished revocation whose owner is gone.",
+            )
+            .await;
+        }
     }
 
     async fn on_result(&mut self, r: AttemptResult) {
+        let key = (r.issuer.clone(), r.token_id.clone());
+        // A task aborted after a takeover may still have reported.
+        if !self.tasks.contains_key(&key) {
+            return;
+        }
         let Some(mut record) = self.ledger.get(&r.issuer, &r.token_id).cloned() else {
             return;
         };
@@ -494,7 +583,7 @@ impl Revoker {
             }
         };
         if let Some(state) = final_state {
-            self.in_flight = self.in_flight.saturating_sub(1);
+            self.tasks.remove(&key);
             record.state = state;
             record.answered_at_ms = Some(r.answered_at_ms);
             RevokerMetrics::record_latency(
@@ -527,9 +616,21 @@ impl Revoker {
                 self.open.remove(&key);
             }
         }
-        if let Err(e) = self.ledger.update(record.clone()).await {
-            error!(error = %e, issuer = %record.issuer, token_id = %record.token_id, "Cannot write a revocation's new state to the ledger.");
+        match self.ledger.update(record.clone()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Taken over by another instance meanwhile: its owner reports.
+                if let Some(task) = self.tasks.remove(&key) {
+                    task.abort();
+                }
+                self.open.remove(&key);
+                return;
+            }
+            Err(e) => {
+                error!(error = %e, issuer = %record.issuer, token_id = %record.token_id, "Cannot write a revocation's new state to the ledger.");
+            }
         }
+        self.on_ledger_changes();
         let Some(state) = final_state else { return };
         match state {
             State::Revoked => {
@@ -595,12 +696,32 @@ impl Revoker {
         };
         record.state = State::Pending;
         record.last_error = None;
-        if let Err(e) = self.ledger.update(record.clone()).await {
-            // The record stays awaiting in the topic; the call still goes
-            // ahead, and its answer is written over it.
-            error!(error = %e, issuer, token_id, "Cannot write a resumed revocation to the ledger.");
+        if !self.ledger.is_mine(issuer, token_id) {
+            // `tokenwatch revoke` wrote it and has exited: adopt it. Another
+            // instance's own waits are left to that instance (it restarts
+            // into them, or sees the same events).
+            if record.manual {
+                self.adopt(
+                    record,
+                    "The raw secret arrived; adopting a manual revocation that waited for it.",
+                )
+                .await;
+            }
+            return;
         }
-        info!(issuer, token_id, "The raw secret arrived; resuming the revocation that waited for it.");
+        match self.ledger.update(record.clone()).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                // The record stays awaiting in the topic; the call still goes
+                // ahead, and its answer is written over it.
+                error!(error = %e, issuer, token_id, "Cannot write a resumed revocation to the ledger.");
+            }
+        }
+        info!(
+            issuer,
+            token_id, "The raw secret arrived; resuming the revocation that waited for it."
+        );
         self.spawn_attempts(record);
     }
 
@@ -615,7 +736,11 @@ impl Revoker {
             .open
             .iter()
             .filter(|(_, o)| {
-                let limit = if o.awaiting_secret { awaiting_after } else { failing_after };
+                let limit = if o.awaiting_secret {
+                    awaiting_after
+                } else {
+                    failing_after
+                };
                 now_ms - o.decided_at_ms >= limit
             })
             .map(|(k, o)| (k.clone(), *o))

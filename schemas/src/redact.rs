@@ -124,7 +124,11 @@ impl Redactor {
             }
             if let Some(end) = shape_at(record, i) {
                 out.extend_from_slice(&record[copied..i]);
-                out.extend_from_slice(self.fingerprinter.fingerprint_bytes(&record[i..end]).as_bytes());
+                out.extend_from_slice(
+                    self.fingerprinter
+                        .fingerprint_bytes(&record[i..end])
+                        .as_bytes(),
+                );
                 copied = end;
                 count += 1;
                 i = end;
@@ -135,7 +139,11 @@ impl Redactor {
                 && let Some((start, end)) = value_after(record, word_end)
             {
                 out.extend_from_slice(&record[copied..start]);
-                out.extend_from_slice(self.fingerprinter.fingerprint_bytes(&record[start..end]).as_bytes());
+                out.extend_from_slice(
+                    self.fingerprinter
+                        .fingerprint_bytes(&record[start..end])
+                        .as_bytes(),
+                );
                 copied = end;
                 count += 1;
                 i = end;
@@ -217,7 +225,21 @@ fn value_after(record: &[u8], key_end: usize) -> Option<(usize, usize)> {
         _ => {
             let len = record[i..]
                 .iter()
-                .take_while(|&&b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b',' | b';' | b'&' | b'}' | b']' | b'"' | b'\''))
+                .take_while(|&&b| {
+                    !matches!(
+                        b,
+                        b' ' | b'\t'
+                            | b'\r'
+                            | b'\n'
+                            | b','
+                            | b';'
+                            | b'&'
+                            | b'}'
+                            | b']'
+                            | b'"'
+                            | b'\''
+                    )
+                })
                 .count();
             let end = i + len;
             let word = &record[i..end];
@@ -226,11 +248,18 @@ fn value_after(record: &[u8], key_end: usize) -> Option<(usize, usize)> {
                 let next = skip_spaces(record, end);
                 let len = record[next..]
                     .iter()
-                    .take_while(|&&b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b',' | b';' | b'&' | b'"' | b'\''))
+                    .take_while(|&&b| {
+                        !matches!(
+                            b,
+                            b' ' | b'\t' | b'\r' | b'\n' | b',' | b';' | b'&' | b'"' | b'\''
+                        )
+                    })
                     .count();
                 return (len > 0).then_some((next, next + len));
             }
-            if matches!(word, b"null" | b"true" | b"false") || word.first().is_some_and(|b| matches!(b, b'{' | b'[')) {
+            if matches!(word, b"null" | b"true" | b"false")
+                || word.first().is_some_and(|b| matches!(b, b'{' | b'['))
+            {
                 return None;
             }
             (i, end)
@@ -238,7 +267,10 @@ fn value_after(record: &[u8], key_end: usize) -> Option<(usize, usize)> {
     };
     // A scheme inside a quoted value: keep `Bearer ` and redact the rest.
     let value = &record[start..end];
-    let scheme = value.iter().position(|&b| b == b' ').filter(|&p| is_scheme(&value[..p]));
+    let scheme = value
+        .iter()
+        .position(|&b| b == b' ')
+        .filter(|&p| is_scheme(&value[..p]));
     let start = match scheme {
         Some(p) => skip_spaces(record, start + p),
         None => start,
@@ -247,7 +279,9 @@ fn value_after(record: &[u8], key_end: usize) -> Option<(usize, usize)> {
 }
 
 fn is_scheme(word: &[u8]) -> bool {
-    SCHEMES.iter().any(|s| word.eq_ignore_ascii_case(s.as_bytes()))
+    SCHEMES
+        .iter()
+        .any(|s| word.eq_ignore_ascii_case(s.as_bytes()))
 }
 
 fn skip_spaces(record: &[u8], mut i: usize) -> usize {
@@ -296,7 +330,10 @@ mod tests {
             let out = redacted(record);
             assert!(!out.contains("s3cr3t"), "{out}");
         }
-        assert!(redacted(b"Authorization: Bearer s3cr3t-value").starts_with("Authorization: Bearer fp_"));
+        assert!(
+            redacted(b"Authorization: Bearer s3cr3t-value")
+                .starts_with("Authorization: Bearer fp_")
+        );
     }
 
     #[test]
@@ -315,14 +352,22 @@ mod tests {
             b"{\"token\":null,\"token_id\":\"t\"}",
             b"{\"password_changed\":true,\"eyJ\":1}",
         ] {
-            assert_eq!(redactor().redact(record), None, "{}", String::from_utf8_lossy(record));
+            assert_eq!(
+                redactor().redact(record),
+                None,
+                "{}",
+                String::from_utf8_lossy(record)
+            );
         }
     }
 
     #[test]
     fn keys_become_fingerprints() {
         let r = redactor();
-        assert_eq!(r.key(b"s3cr3t"), Fingerprinter::new(b"k").fingerprint("s3cr3t"));
+        assert_eq!(
+            r.key(b"s3cr3t"),
+            Fingerprinter::new(b"k").fingerprint("s3cr3t")
+        );
     }
 
     proptest! {

@@ -5,68 +5,11 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use revoker::IssuerConfig;
 use revoker::testing::{Reply, TestServer};
 use tokenwatch::scenario::Scenario;
 
-use crate::support::{self, create_topic, produce, unique_name, until};
-
-/// Committed offsets of `group` summed over `topic`'s partitions, and the
-/// sum of their high watermarks.
-fn progress(group: &str, topic: &str, partitions: i32) -> (i64, i64) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", support::brokers())
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let committed = retried("committed offsets", || {
-        consumer.committed_offsets(tpl.clone(), Duration::from_secs(10))
-    });
-    let done: i64 = committed
-        .elements()
-        .iter()
-        .map(|e| {
-            if let Offset::Offset(o) = e.offset() {
-                o
-            } else {
-                0
-            }
-        })
-        .sum();
-    let end: i64 = (0..partitions)
-        .map(|p| {
-            retried("watermarks", || {
-                consumer.fetch_watermarks(topic, p, Duration::from_secs(10))
-            })
-            .1
-        })
-        .sum();
-    (done, end)
-}
-
-/// Calls `f` until it succeeds, for at most 30 s. Right after a group's first
-/// commit its coordinator can still be loading or move (NotCoordinator,
-/// CoordinatorLoadInProgress), and the broker asks clients to retry.
-fn retried<T>(what: &str, mut f: impl FnMut() -> rdkafka::error::KafkaResult<T>) -> T {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match f() {
-            Ok(value) => return value,
-            Err(e) if std::time::Instant::now() < deadline => {
-                eprintln!("{what}: {e}; retrying");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("{what} still failing after 30 s: {e}"),
-        }
-    }
-}
+use crate::support::{self, create_topic, produce, progress, unique_name, until};
 
 fn spawn(config: &std::path::Path, life: usize) -> Child {
     let log = std::fs::File::create(config.with_file_name(format!("life-{life}.log"))).unwrap();

@@ -324,15 +324,39 @@ async fn dead_letter_copies_hold_no_secret_and_always_fit_the_topic() {
     let holds = |bytes: &[u8]| bytes.windows(canary.len()).any(|w| w == canary);
     for (copy, (_, _, reason)) in dead.iter().zip(&bad) {
         assert_eq!(copy.header(header::REASON), Some(*reason));
-        assert!(!holds(&copy.payload), "{reason}: {}", String::from_utf8_lossy(&copy.payload));
-        assert!(!copy.key.as_deref().is_some_and(holds), "{reason}: key {:?}", copy.key);
-        assert!(copy.headers.iter().all(|(_, v)| !v.contains(CANARY)), "{reason}: {:?}", copy.headers);
-        assert!(copy.payload.len() < 65536, "{reason}: {} bytes", copy.payload.len());
+        assert!(
+            !holds(&copy.payload),
+            "{reason}: {}",
+            String::from_utf8_lossy(&copy.payload)
+        );
+        assert!(
+            !copy.key.as_deref().is_some_and(holds),
+            "{reason}: key {:?}",
+            copy.key
+        );
+        assert!(
+            copy.headers.iter().all(|(_, v)| !v.contains(CANARY)),
+            "{reason}: {:?}",
+            copy.headers
+        );
+        assert!(
+            copy.payload.len() < 65536,
+            "{reason}: {} bytes",
+            copy.payload.len()
+        );
     }
     let invalid_ts = String::from_utf8_lossy(&dead[0].payload).into_owned();
     assert!(invalid_ts.contains("\"token\":\"fp_"), "{invalid_ts}");
-    assert!(invalid_ts.contains("repo.clone"), "the rest stays for debugging: {invalid_ts}");
+    assert!(
+        invalid_ts.contains("repo.clone"),
+        "the rest stays for debugging: {invalid_ts}"
+    );
     assert_eq!(dead[0].header(header::REDACTED), Some("1"));
     assert_eq!(dead[3].header(header::ORIGINAL_BYTES), Some("1500000"));
-    assert!(dead[4].key.as_deref().is_some_and(|k| k.starts_with(b"fp_")));
+    assert!(
+        dead[4]
+            .key
+            .as_deref()
+            .is_some_and(|k| k.starts_with(b"fp_"))
+    );
 }

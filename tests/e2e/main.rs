@@ -11,6 +11,7 @@ mod geography;
 mod ingest_kafka;
 mod metadata_topic;
 mod product;
+mod race;
 mod reload;
 mod revoker;
 mod rules;

@@ -169,6 +169,9 @@ async fn a_restart_rebuilds_the_ledger_and_finishes_what_was_pending() {
     let mut config = RevokerConfig {
         ledger_topic: ledger.clone(),
         retry: quick_retries(),
+        // The first life is killed, so it never says it is gone: the second
+        // takes its revocations over once it has been quiet this long.
+        liveness_timeout: Duration::from_secs(2),
         ..Default::default()
     };
     config.issuers.insert("iss".into(), http_issuer(&issuer));
@@ -246,9 +249,12 @@ async fn after_a_restart_an_oauth2_revocation_waits_for_its_secret_instead_of_fa
     let mut config = RevokerConfig {
         ledger_topic: ledger,
         retry: quick_retries(),
+        liveness_timeout: Duration::from_secs(2),
         ..Default::default()
     };
-    config.issuers.insert("oauth".into(), oauth2_issuer(&issuer));
+    config
+        .issuers
+        .insert("oauth".into(), oauth2_issuer(&issuer));
     let secret = || {
         Command::Secrets(vec![(
             "oauth".into(),

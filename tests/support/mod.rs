@@ -16,6 +16,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 
 pub fn brokers() -> String {
     std::env::var("TOKENWATCH_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -354,4 +355,58 @@ pub fn check_example_config(from: &str, to: &str) -> std::process::Output {
         .arg(&path)
         .output()
         .unwrap()
+}
+
+/// Committed offsets of `group` summed over `topic`'s partitions, and the
+/// sum of their high watermarks.
+pub fn progress(group: &str, topic: &str, partitions: i32) -> (i64, i64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = retried("committed offsets", || {
+        consumer.committed_offsets(tpl.clone(), Duration::from_secs(10))
+    });
+    let done: i64 = committed
+        .elements()
+        .iter()
+        .map(|e| {
+            if let Offset::Offset(o) = e.offset() {
+                o
+            } else {
+                0
+            }
+        })
+        .sum();
+    let end: i64 = (0..partitions)
+        .map(|p| {
+            retried("watermarks", || {
+                consumer.fetch_watermarks(topic, p, Duration::from_secs(10))
+            })
+            .1
+        })
+        .sum();
+    (done, end)
+}
+
+/// Calls `f` until it succeeds, for at most 30 s. Right after a group's first
+/// commit its coordinator can still be loading or move (NotCoordinator,
+/// CoordinatorLoadInProgress), and the broker asks clients to retry.
+pub fn retried<T>(what: &str, mut f: impl FnMut() -> rdkafka::error::KafkaResult<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match f() {
+            Ok(value) => return value,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("{what}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("{what} still failing after 30 s: {e}"),
+        }
+    }
 }

@@ -73,7 +73,9 @@ impl Oauth2 {
 
     pub async fn revoke(&self, req: &RevokeRequest) -> Attempt {
         let Some(secret) = &req.secret else {
-            return Attempt::NeedsSecret("RFC 7009 needs the raw token and none is held for it".into());
+            return Attempt::NeedsSecret(
+                "RFC 7009 needs the raw token and none is held for it".into(),
+            );
         };
         let mut form = vec![("token", secret.expose().to_string())];
         if let Some(hint) = &self.token_type_hint {

@@ -257,7 +257,12 @@ fn oauth2_issuer(server: &TestServer) -> IssuerConfig {
 async fn a_revocation_without_its_secret_waits_and_completes_when_an_event_brings_it() {
     let issuer = TestServer::start(Reply::status(200)).await;
     let hooks = TestServer::start(Reply::status(200)).await;
-    unsafe { std::env::set_var("TW_TEST_WHSEC_AWAIT", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") };
+    unsafe {
+        std::env::set_var(
+            "TW_TEST_WHSEC_AWAIT",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+    };
     let mut cfg = config(oauth2_issuer(&issuer));
     cfg.webhooks = vec![webhook(&hooks, "TW_TEST_WHSEC_AWAIT")];
     cfg.secret_handles.await_alert_after = Duration::ZERO;
@@ -280,7 +285,12 @@ async fn a_revocation_without_its_secret_waits_and_completes_when_an_event_bring
             break b;
         }
     };
-    assert!(alert["data"]["message"].as_str().unwrap().contains("fp_wait"));
+    assert!(
+        alert["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fp_wait")
+    );
 
     r.commands
         .send(Command::Secrets(vec![(
@@ -301,7 +311,12 @@ async fn a_revocation_without_its_secret_waits_and_completes_when_an_event_bring
     let states: Vec<State> = log.iter().map(|x| x.state).collect();
     assert_eq!(
         states,
-        [State::Pending, State::AwaitingSecret, State::Pending, State::Revoked]
+        [
+            State::Pending,
+            State::AwaitingSecret,
+            State::Pending,
+            State::Revoked
+        ]
     );
     assert!(!states.contains(&State::Failed));
 }
@@ -312,7 +327,12 @@ async fn a_revocation_without_its_secret_waits_and_completes_when_an_event_bring
 async fn retries_outlast_an_outage_and_alert_once_while_failing() {
     let server = TestServer::start(Reply::status(503)).await;
     let hooks = TestServer::start(Reply::status(200)).await;
-    unsafe { std::env::set_var("TW_TEST_WHSEC_OUTAGE", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") };
+    unsafe {
+        std::env::set_var(
+            "TW_TEST_WHSEC_OUTAGE",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+    };
     let mut cfg = config(http_issuer(&server));
     cfg.retry.max_attempts = None;
     cfg.retry.alert_after = Duration::ZERO;
@@ -334,8 +354,15 @@ async fn retries_outlast_an_outage_and_alert_once_while_failing() {
     server.set_default(Reply::status(200));
     let log = r.until("tok-o", State::Revoked).await;
     assert!(log.iter().all(|x| x.state != State::Failed));
-    assert!(log.last().unwrap().attempts > 10, "more than the old budget");
-    assert_eq!(r.metrics.issuer("iss").failing, 1, "one alert, not one per attempt");
+    assert!(
+        log.last().unwrap().attempts > 10,
+        "more than the old budget"
+    );
+    assert_eq!(
+        r.metrics.issuer("iss").failing,
+        1,
+        "one alert, not one per attempt"
+    );
     assert_eq!(hooks.requests().iter().filter(|q| failing(q)).count(), 1);
 }
 

@@ -242,7 +242,11 @@ fn redacts_raw_secrets_before_a_record_is_dead_lettered() {
     let safe = String::from_utf8(d.redactor().redact(bad).unwrap().bytes).unwrap();
     assert!(!safe.contains("CANARY"));
     assert!(safe.contains(&fp().fingerprint("ghp_CANARY_dlq")));
-    assert_eq!(d.redactor().redact(br#"{"token_id":"t"}"#), None, "nothing to redact");
+    assert_eq!(
+        d.redactor().redact(br#"{"token_id":"t"}"#),
+        None,
+        "nothing to redact"
+    );
     assert_eq!(d.redactor().redact(b"not json"), None);
     // Not UTF-8, so not JSON: the byte scan still finds the secret.
     let latin1 = b"{\"token\":\"CANARY-x\",\"ua\":\"caf\xe9\"}";

@@ -1,0 +1,229 @@
+//! The ledger topic: read in full at start, then followed live by a thread
+//! of its own, and written with every record of a token on one partition.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::view::{Change, Entry, View, partition_of};
+use super::{LedgerError, now_ms};
+
+/// How long a write may take to be read back before it counts as failed.
+const READ_BACK: Duration = Duration::from_secs(30);
+
+/// A record read by the follower.
+#[derive(Debug)]
+pub struct Followed {
+    partition: i32,
+    offset: i64,
+    entry: Option<Entry>,
+}
+
+pub(super) struct KafkaLog {
+    producer: FutureProducer,
+    topic: String,
+    partitions: i32,
+    follow: mpsc::UnboundedReceiver<Followed>,
+    /// Per partition, the offset after the last record applied.
+    applied: HashMap<i32, i64>,
+}
+
+impl KafkaLog {
+    /// Reads every partition from its start to its end into `view`, then
+    /// starts the follower from there.
+    pub(super) fn open(
+        config: &ClientConfig,
+        topic: &str,
+        view: &mut View,
+    ) -> Result<Self, LedgerError> {
+        let err = |source| LedgerError::Kafka {
+            topic: topic.to_string(),
+            source,
+        };
+        let mut consumer_config = config.clone();
+        consumer_config
+            .set("enable.auto.commit", "false")
+            .set("group.id", "tokenwatch-ledger-follower")
+            .set("fetch.wait.max.ms", "10");
+        let consumer: BaseConsumer = consumer_config.create().map_err(err)?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(err)?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(LedgerError::NoTopic {
+                topic: topic.to_string(),
+            });
+        }
+        let mut tpl = TopicPartitionList::new();
+        let mut remaining = HashMap::new();
+        let mut applied = HashMap::new();
+        for &p in &partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map_err(err)?;
+            applied.insert(p, high);
+            if high > low {
+                remaining.insert(p, high);
+                tpl.add_partition_offset(topic, p, Offset::Beginning)
+                    .map_err(err)?;
+            }
+        }
+        if !remaining.is_empty() {
+            consumer.assign(&tpl).map_err(err)?;
+            let now = now_ms();
+            while !remaining.is_empty() {
+                let Some(msg) = consumer.poll(Duration::from_secs(10)) else {
+                    return Err(err(KafkaError::Canceled));
+                };
+                let msg = msg.map_err(err)?;
+                if let Some(entry) = Entry::parse(msg.key(), msg.payload()) {
+                    view.apply(entry, now);
+                }
+                if remaining
+                    .get(&msg.partition())
+                    .is_some_and(|&high| msg.offset() + 1 >= high)
+                {
+                    remaining.remove(&msg.partition());
+                }
+            }
+        }
+        // Follow from where the read stopped.
+        let mut from = TopicPartitionList::new();
+        for (&p, &high) in &applied {
+            from.add_partition_offset(topic, p, Offset::Offset(high))
+                .map_err(err)?;
+        }
+        consumer.assign(&from).map_err(err)?;
+        let (tx, follow) = mpsc::unbounded_channel();
+        let name = topic.to_string();
+        std::thread::Builder::new()
+            .name("ledger-follower".into())
+            .spawn(move || follow_topic(consumer, name, tx))
+            .map_err(|_| err(KafkaError::Canceled))?;
+
+        let mut producer_config = config.clone();
+        producer_config
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "0");
+        let producer: FutureProducer = producer_config.create().map_err(err)?;
+        Ok(KafkaLog {
+            producer,
+            topic: topic.to_string(),
+            partitions: partitions.len() as i32,
+            follow,
+            applied,
+        })
+    }
+
+    /// Writes `entry` to its token's partition; returns where it landed.
+    pub(super) async fn produce(&self, entry: &Entry) -> Result<(i32, i64), LedgerError> {
+        let (key, json, (a, b)) = match entry {
+            Entry::Claim(c) => (
+                c.key(),
+                serde_json::to_vec(c),
+                (c.record.issuer.as_str(), c.record.token_id.as_str()),
+            ),
+            Entry::State(r) => (
+                r.key(),
+                serde_json::to_vec(r),
+                (r.issuer.as_str(), r.token_id.as_str()),
+            ),
+            Entry::Alive(h) => (h.key(), serde_json::to_vec(h), ("~alive", h.owner.as_str())),
+        };
+        let json = json.unwrap_or_default();
+        let partition = partition_of(a, b, self.partitions);
+        self.producer
+            .send(
+                FutureRecord::to(&self.topic)
+                    .key(&key)
+                    .payload(&json)
+                    .partition(partition),
+                READ_BACK,
+            )
+            .await
+            .map(|d| (d.partition, d.offset))
+            .map_err(|(source, _)| LedgerError::Kafka {
+                topic: self.topic.clone(),
+                source,
+            })
+    }
+
+    /// Applies followed records until the one at `offset` of `partition`
+    /// has been applied.
+    pub(super) async fn catch_up(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        view: &mut View,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), LedgerError> {
+        let deadline = tokio::time::Instant::now() + READ_BACK;
+        while self.applied.get(&partition).copied().unwrap_or(0) <= offset {
+            match tokio::time::timeout_at(deadline, self.follow.recv()).await {
+                Ok(Some(followed)) => self.apply(followed, view, changes),
+                Ok(None) | Err(_) => {
+                    return Err(LedgerError::ReadBack {
+                        topic: self.topic.clone(),
+                        seconds: READ_BACK.as_secs(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn next(&mut self) -> Option<Followed> {
+        self.follow.recv().await
+    }
+
+    pub(super) fn apply(&mut self, followed: Followed, view: &mut View, changes: &mut Vec<Change>) {
+        self.applied.insert(followed.partition, followed.offset + 1);
+        if let Some(entry) = followed.entry {
+            match view.apply(entry, now_ms()) {
+                Change::Nothing => {}
+                change => changes.push(change),
+            }
+        }
+    }
+}
+
+/// The follower thread: hands every record on until the ledger is dropped.
+fn follow_topic(consumer: BaseConsumer, topic: String, tx: mpsc::UnboundedSender<Followed>) {
+    let mut errors = 0u64;
+    while !tx.is_closed() {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(msg)) => {
+                let followed = Followed {
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                    entry: Entry::parse(msg.key(), msg.payload()),
+                };
+                if tx.send(followed).is_err() {
+                    return;
+                }
+            }
+            Some(Err(e)) => {
+                errors += 1;
+                if errors < 10 || errors.is_multiple_of(100) {
+                    warn!(%topic, error = %e, "Error following the ledger topic; the client retries.");
+                }
+            }
+            None => {}
+        }
+    }
+}
