@@ -5,12 +5,43 @@ use std::collections::BTreeMap;
 use super::{AdapterError, Attempt, RevokeRequest, env, send};
 use crate::config::IssuerConfig;
 
-/// Where a template value goes, which decides how it is escaped.
+/// Where a template value goes, which decides how it is escaped, so that
+/// no value (a token id, a principal, a reason: all from input) can add a
+/// path segment, a query or form field, a JSON member or a header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Context {
-    Url,
+    /// A URL path: everything but unreserved characters is percent-encoded,
+    /// `/` and `.` included (no new segment, no `..`).
+    Path,
+    /// A URL query or a form body: `application/x-www-form-urlencoded`.
+    Form,
+    /// Inside a JSON string.
     Json,
+    /// As it is (a header value, checked for validity afterwards; a plain
+    /// text body).
     Raw,
+}
+
+/// Renders a URL template: the path with [`Context::Path`], the query and
+/// fragment with [`Context::Form`].
+pub fn render_url(template: &str, values: &[(&str, &str)]) -> String {
+    match template.find(['?', '#']) {
+        Some(at) => {
+            render(&template[..at], values, Context::Path)
+                + &render(&template[at..], values, Context::Form)
+        }
+        None => render(template, values, Context::Path),
+    }
+}
+
+fn percent_encode_path(value: &str, out: &mut String) {
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
 }
 
 /// Replaces `{name}` placeholders with `values`, escaped for `context`.
@@ -28,7 +59,8 @@ pub fn render(template: &str, values: &[(&str, &str)], context: Context) -> Stri
                     .find(|(k, _)| *k == name)
                     .map_or("", |(_, v)| *v);
                 match context {
-                    Context::Url => {
+                    Context::Path => percent_encode_path(value, &mut out),
+                    Context::Form => {
                         out.extend(url::form_urlencoded::byte_serialize(value.as_bytes()))
                     }
                     Context::Json => {
@@ -114,50 +146,125 @@ impl HttpAdapter {
             ("reason", req.reason.as_str()),
             ("secret", secret),
         ];
-        let url = render(&self.url, &values, Context::Url);
+        let url = render_url(&self.url, &values);
         let mut r = self.client.request(self.method.clone(), url);
-        let mut json_body = false;
+        let mut content_type = None;
+        let mut idempotency_key = false;
         for (name, value) in &self.headers {
             let value = render(value, &values, Context::Raw);
-            if value.contains(['\r', '\n']) {
-                return Attempt::Failed(format!("header {name} would contain a line break"));
+            let Ok(value) = reqwest::header::HeaderValue::from_str(&value) else {
+                return Attempt::Failed(format!(
+                    "header {name} would not be a valid header value (a line break or control character from a template value)"
+                ));
+            };
+            if name.eq_ignore_ascii_case("content-type") {
+                content_type = value.to_str().ok().map(str::to_ascii_lowercase);
             }
-            json_body |= name.eq_ignore_ascii_case("content-type") && value.contains("json");
+            idempotency_key |= name.eq_ignore_ascii_case("idempotency-key");
             r = r.header(name, value);
+        }
+        if !idempotency_key {
+            // One key per decision: an issuer that honours it (the IETF
+            // draft, Stripe-style APIs) acts once however often we retry.
+            r = r.header("Idempotency-Key", req.decision_id.as_str());
         }
         for (name, value) in &self.secret_headers {
             r = r.header(name, value);
         }
         if let Some(body) = &self.body {
-            let context = if json_body || body.trim_start().starts_with('{') {
-                Context::Json
-            } else {
-                Context::Raw
-            };
-            r = r.body(render(body, &values, context));
+            r = r.body(render(body, &values, body_context(body, content_type.as_deref())));
         }
         send(r).await
+    }
+}
+
+/// How a body template's values are escaped: by its content type, else by
+/// its look (`{...}` is JSON, `a=b` is a form).
+fn body_context(body: &str, content_type: Option<&str>) -> Context {
+    match content_type {
+        Some(t) if t.contains("json") => Context::Json,
+        Some(t) if t.contains("x-www-form-urlencoded") => Context::Form,
+        Some(_) => Context::Raw,
+        None if body.trim_start().starts_with(['{', '[']) => Context::Json,
+        None if body.contains('=') => Context::Form,
+        None => Context::Raw,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn renders_and_escapes_per_context() {
-        let v = [("token_id", "a b/\"c\""), ("issuer", "x")];
+        let v = [("token_id", "a b/\"c\""), ("issuer", "x&y")];
         assert_eq!(
-            render("/t/{token_id}?i={issuer}", &v, Context::Url),
-            "/t/a+b%2F%22c%22?i=x"
+            render_url("/t/{token_id}?i={issuer}", &v),
+            "/t/a%20b%2F%22c%22?i=x%26y"
         );
+        assert_eq!(render_url("/t/{token_id}", &[("token_id", "..")]), "/t/%2E%2E");
         assert_eq!(
             render(r#"{"id":"{token_id}"}"#, &v, Context::Json),
             r#"{"id":"a b/\"c\""}"#
         );
         assert_eq!(
             render("{unknown} {issuer} {", &v, Context::Raw),
-            "{unknown} x {"
+            "{unknown} x&y {"
         );
+    }
+
+    proptest! {
+        /// No template value can add a path segment, a query or form field,
+        /// or a JSON member, whatever it holds.
+        #[test]
+        fn values_stay_inside_their_slot(
+            token_id in ".{0,24}",
+            principal in ".{0,24}",
+            reason in ".{0,24}",
+        ) {
+            let v = [("token_id", token_id.as_str()), ("principal", principal.as_str()), ("reason", reason.as_str())];
+            let url = url::Url::parse(&render_url("http://issuer.test/revoke/{token_id}?user={principal}", &v)).unwrap();
+            let segments: Vec<String> = url
+                .path_segments()
+                .unwrap()
+                .map(|s| percent_decode(s))
+                .collect();
+            prop_assert_eq!(segments, vec!["revoke".to_string(), token_id.clone()]);
+            let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+            prop_assert_eq!(query, vec![("user".to_string(), principal.clone())]);
+
+            let form = render("token={token_id}&reason={reason}", &v, body_context("token=x", None));
+            let fields: Vec<(String, String)> = url::form_urlencoded::parse(form.as_bytes()).into_owned().collect();
+            prop_assert_eq!(fields, vec![("token".to_string(), token_id.clone()), ("reason".to_string(), reason.clone())]);
+
+            let json = render(r#"{"id":"{token_id}","why":"{reason}"}"#, &v, body_context("{", None));
+            let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(parsed.len(), 2);
+            prop_assert_eq!(parsed["id"].as_str(), Some(token_id.as_str()));
+            prop_assert_eq!(parsed["why"].as_str(), Some(reason.as_str()));
+
+            // A header value that would carry a line break is refused.
+            let header = render("Bearer {principal}", &v, Context::Raw);
+            if let Ok(h) = reqwest::header::HeaderValue::from_str(&header) {
+                prop_assert!(!h.as_bytes().iter().any(|b| *b == b'\r' || *b == b'\n'));
+            }
+        }
+    }
+
+    fn percent_decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' && i + 2 < bytes.len() {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
     }
 }

@@ -292,10 +292,11 @@ async fn http_template_fills_url_headers_and_json_body() {
     let r = &server.requests()[0];
     assert_eq!(
         (r.method.as_str(), r.path.as_str()),
-        ("PUT", "/api/tokens/key%2F1+2/disable")
+        ("PUT", "/api/tokens/key%2F1%202/disable")
     );
     assert_eq!(r.header("authorization"), Some("Bearer admin-key"));
     assert_eq!(r.header("x-decision"), Some("dec_1"));
+    assert_eq!(r.header("idempotency-key"), Some("dec_1"), "one key per decision");
     let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(body["reason"], "said \"hi\"");
 }
