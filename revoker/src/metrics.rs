@@ -20,6 +20,8 @@ pub struct IssuerCounts {
     /// Revocations still not done `retry.alert_after` after their decision
     /// (one `revocation_failing` alert each).
     pub failing: u64,
+    /// Records that named a token id already holding another secret.
+    pub secret_conflicts: u64,
     /// Revoke decisions for tokens already in the ledger (no issuer call).
     pub duplicates: u64,
 }

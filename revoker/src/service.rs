@@ -15,7 +15,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::adapters::{Adapter, AdapterError, Attempt, RevokeRequest};
 use crate::backoff::{Backoff, Breaker};
 use crate::config::RevokerConfig;
-use crate::handles::HandleStore;
+use crate::handles::{HandleStore, Put};
 use crate::ledger::{Begin, Change, Ledger, LedgerError, Record, State};
 use crate::metrics::RevokerMetrics;
 use crate::webhook::payload::{DecisionAlert, Envelope, RevocationAlert, SystemData, Timings};
@@ -272,8 +272,13 @@ impl Revoker {
             Command::Secrets(secrets) => {
                 let now = Instant::now();
                 for (issuer, token_id, secret) in secrets {
-                    self.handles.put(&issuer, &token_id, secret, now);
-                    self.resume_awaiting(&issuer, &token_id).await;
+                    match self.handles.put(&issuer, &token_id, secret, now) {
+                        Put::Held => self.resume_awaiting(&issuer, &token_id).await,
+                        Put::Conflict => {
+                            self.metrics.count(&issuer, |c| c.secret_conflicts += 1);
+                            warn!(%issuer, %token_id, "Two different secrets were seen for one token id; neither is held or sent to the issuer until the TTL passes.");
+                        }
+                    }
                 }
             }
             Command::Decisions {

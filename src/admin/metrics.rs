@@ -326,6 +326,20 @@ pub fn render(s: &AdminState) -> String {
     }
     family(
         &mut out,
+        "tokenwatch_secret_conflicts_total",
+        "counter",
+        "Records that gave a token id a different secret than the one held (neither is used).",
+    );
+    for (issuer, c) in &issuers {
+        sample(
+            &mut out,
+            "tokenwatch_secret_conflicts_total",
+            &format!("issuer=\"{}\"", label_value(issuer)),
+            c.secret_conflicts,
+        );
+    }
+    family(
+        &mut out,
         "tokenwatch_revocation_attempts_total",
         "counter",
         "Issuer calls, by issuer.",
