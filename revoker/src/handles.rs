@@ -92,7 +92,10 @@ impl HandleStore {
 
     pub fn get(&mut self, issuer: &str, token_id: &str, now: Instant) -> Option<Secret> {
         self.expire(now);
-        match self.secrets.get(&(issuer.to_string(), token_id.to_string())) {
+        match self
+            .secrets
+            .get(&(issuer.to_string(), token_id.to_string()))
+        {
             Some((Slot::Held(s), _)) => Some(s.clone()),
             _ => None,
         }
@@ -164,15 +167,30 @@ mod tests {
     fn a_second_different_secret_for_one_id_is_a_conflict_not_a_replacement() {
         let t0 = Instant::now();
         let mut h = HandleStore::new(Duration::from_secs(60), 10);
-        assert_eq!(h.put("gh", "victim", Secret::new("real".into()), t0), Put::Held);
-        assert_eq!(h.put("gh", "victim", Secret::new("real".into()), t0), Put::Held);
-        assert_eq!(h.put("gh", "victim", Secret::new("forged".into()), t0), Put::Conflict);
+        assert_eq!(
+            h.put("gh", "victim", Secret::new("real".into()), t0),
+            Put::Held
+        );
+        assert_eq!(
+            h.put("gh", "victim", Secret::new("real".into()), t0),
+            Put::Held
+        );
+        assert_eq!(
+            h.put("gh", "victim", Secret::new("forged".into()), t0),
+            Put::Conflict
+        );
         assert!(h.get("gh", "victim", t0).is_none(), "neither is sent");
-        assert_eq!(h.put("gh", "victim", Secret::new("real".into()), t0), Put::Conflict);
+        assert_eq!(
+            h.put("gh", "victim", Secret::new("real".into()), t0),
+            Put::Conflict
+        );
         assert!(h.get("gh", "victim", t0 + Duration::from_secs(1)).is_none());
         // Once the TTL has passed, the id may hold a secret again.
         let later = t0 + Duration::from_secs(61);
-        assert_eq!(h.put("gh", "victim", Secret::new("real".into()), later), Put::Held);
+        assert_eq!(
+            h.put("gh", "victim", Secret::new("real".into()), later),
+            Put::Held
+        );
         assert!(h.get("gh", "victim", later).is_some());
     }
 

@@ -223,6 +223,11 @@ pub fn render(s: &AdminState) -> String {
             e.decision.over_budget,
         ),
         (
+            "tokenwatch_unconfigured_issuer_revocations_total",
+            "Revocations downgraded to alerts for naming no configured issuer.",
+            e.decision.unconfigured_issuer,
+        ),
+        (
             "tokenwatch_low_confidence_caps_total",
             "Revocations capped at alert by low confidence.",
             e.decision.low_confidence_caps,

@@ -31,9 +31,11 @@ use crate::config::Config;
 /// backpressure instead of unbounded buffering.
 const STAGE_CHANNEL_BATCHES: usize = 8;
 
-/// Builds the engine the config describes (GeoIP, metadata file).
+/// Builds the engine the config describes (GeoIP, metadata file), revoking
+/// only at the configured issuers.
 pub fn build_engine(config: &Config) -> anyhow::Result<Engine> {
-    Ok(Engine::build(&config.detectors, &config.decision)?)
+    Ok(Engine::build(&config.detectors, &config.decision)?
+        .with_revocable_issuers(config.revoker.issuers.keys()))
 }
 
 /// Builds the revoker the config describes, rebuilding its ledger from

@@ -38,6 +38,9 @@ pub struct DecisionStats {
     pub suppressed_repeats: u64,
     /// Revocations turned into alerts by the budget.
     pub over_budget: u64,
+    /// Revocations turned into alerts because no issuer of that name is
+    /// configured: nothing to call, and no budget of a real issuer spent.
+    pub unconfigured_issuer: u64,
     /// Revocations turned into alerts by low confidence.
     pub low_confidence_caps: u64,
     /// Revocations turned into alerts for resting on one kind of
@@ -61,6 +64,9 @@ pub struct Decider {
     dedup: Dedup,
     budget: Budget,
     corroboration: Corroboration,
+    /// The issuers a revocation can be sent to; `None`: any (tests, tools
+    /// without a revoker).
+    revocable: Option<HashSet<String>>,
     stats: DecisionStats,
 }
 
@@ -85,8 +91,17 @@ impl Decider {
             dedup,
             budget,
             config,
+            revocable: None,
             stats: DecisionStats::default(),
         }
+    }
+
+    /// Only these issuers have a kill switch: a revoke for any other name
+    /// (events carry any `issuer` they like) becomes an alert before the
+    /// budget, so it neither spends a real issuer's budget nor keeps
+    /// per-issuer state for a name from input.
+    pub fn set_revocable_issuers<'a>(&mut self, issuers: impl IntoIterator<Item = &'a String>) {
+        self.revocable = Some(issuers.into_iter().cloned().collect());
     }
 
     /// Adds a token (`issuer/token_id` or `token_id`) to the allowlist.
@@ -258,6 +273,19 @@ impl Decider {
             return;
         }
 
+        if action == Action::Revoke
+            && self
+                .revocable
+                .as_ref()
+                .is_some_and(|known| !known.contains(&event.issuer))
+        {
+            action = Action::Alert;
+            self.stats.unconfigured_issuer += 1;
+            notes.push(format!(
+                "no issuer named {:?} is configured, so there is no kill switch to call: alert only",
+                event.issuer
+            ));
+        }
         if action == Action::Revoke
             && let Err(over) = self.budget.take(&event.issuer, now)
         {

@@ -496,3 +496,52 @@ fn low_confidence_findings_never_corroborate() {
     );
     assert_eq!(out.decisions[0].action, Action::Alert);
 }
+
+/// Issue 11, section 5: events name any issuer they like. A flood of
+/// revocations for names with no kill switch must not spend the budget of
+/// the real one, nor keep state per invented name.
+#[test]
+fn an_issuer_flood_from_input_never_spends_a_real_issuer_s_budget() {
+    let mut config = enforce();
+    config.budget = BudgetConfig {
+        per_issuer_per_minute: 2,
+        overall_per_minute: 2,
+    };
+    let mut d = Decider::new(config);
+    d.set_revocable_issuers(&["oauth".to_string()]);
+    let decide = |d: &mut Decider, i: u64, issuer: String| {
+        let mut e = event(T0_MS + i as i64);
+        e.token_id = format!("tok-{i}");
+        e.issuer = issuer;
+        let mut out = DecisionOutput::default();
+        d.decide(
+            i,
+            &e,
+            &origin(i as i64),
+            vec![finding(DetectorKind::Scope, "out_of_scope", 0.9)],
+            &mut out,
+        );
+        out
+    };
+    for i in 0..1000 {
+        let out = decide(&mut d, i, format!("invented-{i}"));
+        assert_eq!(out.decisions[0].action, Action::Alert, "judged and alerted");
+        assert!(
+            out.decisions[0]
+                .notes
+                .iter()
+                .any(|n| n.contains("no issuer named"))
+        );
+        assert!(out.alerts.is_empty(), "no budget alert: no budget spent");
+    }
+    assert_eq!(d.stats().unconfigured_issuer, 1000);
+    assert_eq!(d.stats().over_budget, 0);
+    for i in 1000..1002 {
+        let out = decide(&mut d, i, "oauth".into());
+        assert_eq!(
+            out.decisions[0].action,
+            Action::Revoke,
+            "the real issuer's budget is whole"
+        );
+    }
+}

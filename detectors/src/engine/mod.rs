@@ -184,6 +184,16 @@ impl Engine {
         }
     }
 
+    /// Revocations go only to these issuers; see
+    /// [`Decider::set_revocable_issuers`].
+    pub fn with_revocable_issuers<'a>(
+        mut self,
+        issuers: impl IntoIterator<Item = &'a String>,
+    ) -> Self {
+        self.decider.set_revocable_issuers(issuers);
+        self
+    }
+
     /// Processes an Arrow batch from ingest.
     pub fn process_batch(&mut self, batch: &EventBatch) -> Result<DecisionOutput, RunError> {
         let mut events = record_batch_to_events(&batch.records)?;

@@ -172,7 +172,11 @@ impl HttpAdapter {
             r = r.header(name, value);
         }
         if let Some(body) = &self.body {
-            r = r.body(render(body, &values, body_context(body, content_type.as_deref())));
+            r = r.body(render(
+                body,
+                &values,
+                body_context(body, content_type.as_deref()),
+            ));
         }
         send(r).await
     }
@@ -203,7 +207,10 @@ mod tests {
             render_url("/t/{token_id}?i={issuer}", &v),
             "/t/a%20b%2F%22c%22?i=x%26y"
         );
-        assert_eq!(render_url("/t/{token_id}", &[("token_id", "..")]), "/t/%2E%2E");
+        assert_eq!(
+            render_url("/t/{token_id}", &[("token_id", "..")]),
+            "/t/%2E%2E"
+        );
         assert_eq!(
             render(r#"{"id":"{token_id}"}"#, &v, Context::Json),
             r#"{"id":"a b/\"c\""}"#

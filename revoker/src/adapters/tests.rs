@@ -296,7 +296,11 @@ async fn http_template_fills_url_headers_and_json_body() {
     );
     assert_eq!(r.header("authorization"), Some("Bearer admin-key"));
     assert_eq!(r.header("x-decision"), Some("dec_1"));
-    assert_eq!(r.header("idempotency-key"), Some("dec_1"), "one key per decision");
+    assert_eq!(
+        r.header("idempotency-key"),
+        Some("dec_1"),
+        "one key per decision"
+    );
     let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(body["reason"], "said \"hi\"");
 }
