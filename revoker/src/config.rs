@@ -368,6 +368,28 @@ pub struct WebhookConfig {
     pub retry_schedule: Vec<Duration>,
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Allow a receiver on this machine (loopback). Off by default: a
+    /// webhook URL must not reach local services, the admin API least of
+    /// all (refused whatever this says).
+    #[serde(default)]
+    pub allow_loopback: bool,
+}
+
+/// Whether `host` names this machine: a loopback or unspecified address,
+/// or `localhost`.
+pub fn is_local_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        url::Host::Ipv4(ip) => ip.is_loopback() || ip.is_unspecified(),
+        url::Host::Ipv6(ip) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
 }
 
 fn default_min_action() -> Action {
@@ -464,6 +486,12 @@ impl RevokerConfig {
             }
             if !matches!(w.url.scheme(), "http" | "https") {
                 p.push(format!("revoker.webhooks[{i}].url: must be http or https"));
+            }
+            if !w.allow_loopback && w.url.host().as_ref().is_some_and(is_local_host) {
+                p.push(format!(
+                    "revoker.webhooks[{i}].url: {} is on this machine (loopback); set allow_loopback = true if that is meant",
+                    w.url
+                ));
             }
             if w.min_action == Action::None {
                 p.push(format!("revoker.webhooks[{i}].min_action: alert or revoke"));

@@ -107,9 +107,30 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The HTTP client every adapter and webhook shares: keep-alive pools,
-/// TCP_NODELAY, a timeout per request.
+/// The HTTP client every adapter shares: keep-alive pools, TCP_NODELAY, a
+/// timeout per request.
 pub fn http_client(request_timeout: Duration) -> Result<reqwest::Client, BuildError> {
+    client_builder(request_timeout)
+        .build()
+        .map_err(|e| BuildError::Http(e.to_string()))
+}
+
+/// The client webhooks use: like [`http_client`], but unless a webhook is
+/// allowed onto this machine, names that resolve only to loopback are
+/// refused when they are resolved (a literal address is checked with the
+/// config).
+pub fn webhook_client(
+    request_timeout: Duration,
+    allow_loopback: bool,
+) -> Result<reqwest::Client, BuildError> {
+    let mut builder = client_builder(request_timeout);
+    if !allow_loopback {
+        builder = builder.dns_resolver(Arc::new(NotLoopback));
+    }
+    builder.build().map_err(|e| BuildError::Http(e.to_string()))
+}
+
+fn client_builder(request_timeout: Duration) -> reqwest::ClientBuilder {
     // rustls needs a process-wide crypto provider; a second install is a no-op.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
@@ -122,8 +143,39 @@ pub fn http_client(request_timeout: Duration) -> Result<reqwest::Client, BuildEr
         // A redirect would send credentials, and a decision, wherever an
         // issuer or a receiver points: a 3xx is a failure instead.
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| BuildError::Http(e.to_string()))
+}
+
+/// A resolver that drops loopback and unspecified addresses, and fails a
+/// name that has no other.
+struct NotLoopback;
+
+fn is_local_ip(ip: std::net::IpAddr) -> bool {
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    ip.is_loopback() || ip.is_unspecified()
+}
+
+impl reqwest::dns::Resolve for NotLoopback {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> =
+                found.into_iter().filter(|a| !is_local_ip(a.ip())).collect();
+            if public.is_empty() {
+                return Err(format!(
+                    "{host} resolves only to this machine, which webhooks may not reach (allow_loopback)"
+                )
+                .into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 impl Revoker {
@@ -158,7 +210,12 @@ impl Revoker {
             }
             None => (Ledger::in_memory(), None),
         };
-        let webhooks = Webhooks::build(&config.webhooks, client.clone(), dead_letter)?;
+        let allow_loopback = config.webhooks.iter().any(|w| w.allow_loopback);
+        let webhooks = Webhooks::build(
+            &config.webhooks,
+            webhook_client(config.request_timeout, allow_loopback)?,
+            dead_letter,
+        )?;
         for adapter in adapters.values() {
             if let Some(url) = adapter.warm_url() {
                 let client = client.clone();

@@ -77,6 +77,7 @@ fn demo_config(
         min_action: Action::Alert,
         retry_schedule: vec![Duration::from_millis(100), Duration::from_millis(500)],
         timeout: Duration::from_secs(2),
+        allow_loopback: true,
     });
     let decision = DecisionConfig {
         mode: Mode::Enforce,

@@ -232,6 +232,7 @@ async fn stolen_access_key_from_a_new_country_then_an_s3_burst_is_revoked_in_mot
         min_action: Action::Alert,
         retry_schedule: vec![Duration::from_millis(50)],
         timeout: Duration::from_secs(5),
+        allow_loopback: true,
     });
 
     let run = start(&config).await;

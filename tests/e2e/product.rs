@@ -47,6 +47,7 @@ async fn config_for(
             min_action: Action::Alert,
             retry_schedule: vec![Duration::from_millis(50)],
             timeout: Duration::from_secs(5),
+            allow_loopback: true,
         });
     }
     config

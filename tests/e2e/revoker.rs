@@ -325,6 +325,7 @@ async fn every_revocation_decided_during_an_issuer_outage_completes_afterwards()
         min_action: Action::Revoke,
         retry_schedule: vec![Duration::from_millis(50)],
         timeout: Duration::from_secs(2),
+        allow_loopback: true,
     }];
     let r = start(config, true).await;
 
@@ -398,6 +399,7 @@ async fn webhooks_verify_with_the_reference_library_and_forgeries_do_not() {
             min_action: Action::Alert,
             retry_schedule: vec![],
             timeout: Duration::from_secs(5),
+            allow_loopback: true,
         }],
         ..Default::default()
     };
@@ -481,6 +483,7 @@ async fn undeliverable_webhooks_go_to_the_dead_letter_topic() {
             min_action: Action::Alert,
             retry_schedule: vec![Duration::from_millis(10), Duration::from_millis(20)],
             timeout: Duration::from_secs(5),
+            allow_loopback: true,
         }],
         ..Default::default()
     };
@@ -535,6 +538,7 @@ async fn a_canary_secret_never_reaches_the_ledger_topic_or_webhooks() {
         min_action: Action::Alert,
         retry_schedule: vec![],
         timeout: Duration::from_secs(5),
+        allow_loopback: true,
     }];
     let fingerprint = schemas::Fingerprinter::new(b"k").fingerprint(CANARY);
     let r = start(config, true).await;

@@ -373,6 +373,7 @@ fn webhook(server: &TestServer, env: &str) -> WebhookConfig {
         min_action: Action::Alert,
         retry_schedule: vec![Duration::from_millis(20), Duration::from_millis(20)],
         timeout: Duration::from_secs(2),
+        allow_loopback: true,
     }
 }
 
@@ -433,4 +434,56 @@ async fn a_canary_secret_reaches_only_the_issuer() {
             );
         }
     }
+}
+
+/// Issue 11, section 5: a webhook URL must not reach this machine unless
+/// the config says so: a literal loopback address or `localhost` is refused
+/// by the config check, and a name that resolves to loopback is refused when
+/// it is resolved.
+#[tokio::test]
+async fn webhooks_never_reach_this_machine_unless_allowed() {
+    let hooks = TestServer::start(Reply::status(200)).await;
+    unsafe {
+        std::env::set_var(
+            "TW_TEST_WHSEC_LOCAL",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+    };
+    let mut cfg = config(http_issuer(&hooks));
+    let mut w = webhook(&hooks, "TW_TEST_WHSEC_LOCAL");
+    w.allow_loopback = false;
+    for url in [
+        "http://127.0.0.1:9/h",
+        "http://[::1]:9/h",
+        "http://localhost:9/h",
+        "http://0.0.0.0/h",
+    ] {
+        w.url = url.parse().unwrap();
+        cfg.webhooks = vec![w.clone()];
+        let problems = cfg.validate();
+        assert!(
+            problems.iter().any(|p| p.contains("loopback")),
+            "{url}: {problems:?}"
+        );
+    }
+    w.allow_loopback = true;
+    cfg.webhooks = vec![w];
+    assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+
+    let url = format!("http://localhost:{}/hooks", hooks.addr.port());
+    let refused = webhook_client(Duration::from_secs(2), false)
+        .unwrap()
+        .post(&url)
+        .send()
+        .await;
+    assert!(refused.is_err(), "resolved to loopback: refused");
+    assert!(hooks.requests().is_empty());
+    let allowed = webhook_client(Duration::from_secs(2), true)
+        .unwrap()
+        .post(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(hooks.requests().len(), 1);
 }

@@ -16,6 +16,7 @@ fn hooks(server: &TestServer, env: &str, schedule: &[u64]) -> Webhooks {
             .map(|ms| Duration::from_millis(*ms))
             .collect(),
         timeout: Duration::from_secs(2),
+        allow_loopback: true,
     };
     Webhooks::build(
         &[config],
@@ -111,6 +112,7 @@ async fn endpoints_filter_by_action() {
         min_action: Action::Revoke,
         retry_schedule: vec![],
         timeout: Duration::from_secs(2),
+        allow_loopback: true,
     };
     let w = Webhooks::build(
         &[config],
