@@ -235,7 +235,7 @@ mod tests {
             let segments: Vec<String> = url
                 .path_segments()
                 .unwrap()
-                .map(|s| percent_decode(s))
+                .map(percent_decode)
                 .collect();
             prop_assert_eq!(segments, vec!["revoke".to_string(), token_id.clone()]);
             let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
