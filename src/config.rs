@@ -99,6 +99,7 @@ impl Config {
         problems.extend(self.decision.validate());
         problems.extend(detectors::policy::check(&self.detectors));
         problems.extend(self.revoker.validate());
+        problems.extend(self.admin.validate());
         if self.revoker.ledger_topic == self.ingest.dead_letter_topic
             || self.ingest.topics.contains(&self.revoker.ledger_topic)
         {

@@ -43,6 +43,12 @@ pub enum Command {
     },
     /// Every decided revocation, for gateways.
     Denylist(oneshot::Sender<Vec<Record>>),
+    /// One token's ledger record, if it has one.
+    Revocation {
+        issuer: String,
+        token_id: String,
+        reply: oneshot::Sender<Option<Record>>,
+    },
 }
 
 /// Errors building the service.
@@ -365,6 +371,13 @@ impl Revoker {
             }
             Command::Denylist(reply) => {
                 let _ = reply.send(self.ledger.denylist());
+            }
+            Command::Revocation {
+                issuer,
+                token_id,
+                reply,
+            } => {
+                let _ = reply.send(self.ledger.record(&issuer, &token_id));
             }
         }
     }

@@ -472,6 +472,7 @@ mod tests {
             control,
             commands,
             token: None,
+            denylist_token: None,
         };
         let text = render(&state);
         assert!(

@@ -86,6 +86,7 @@ fn demo_config(
     // The demo's admin API takes any free loopback port.
     let admin = crate::admin::AdminConfig {
         listen: "127.0.0.1:0".parse()?,
+        probe_listen: "127.0.0.1:0".parse()?,
         ..Default::default()
     };
     Ok(Config {

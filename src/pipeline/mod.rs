@@ -93,14 +93,13 @@ pub async fn run(
             webhooks: webhook_metrics,
             control: control_tx.clone(),
             commands: commands.clone(),
-            token: std::env::var(&config.admin.token_env)
-                .ok()
-                .filter(|t| !t.is_empty())
-                .map(Into::into),
+            token: crate::admin::token_from_env(&config.admin.token_env),
+            denylist_token: crate::admin::token_from_env(&config.admin.denylist_token_env),
         };
-        let (addr, task) = crate::admin::serve(&config.admin, state).await?;
-        let _ = stats.admin_addr.set(addr);
-        helpers.push(task);
+        let (bound, tasks) = crate::admin::serve(&config.admin, state).await?;
+        let _ = stats.admin_addr.set(bound.api);
+        let _ = stats.probe_addr.set(bound.probe);
+        helpers.extend(tasks);
     }
     drop(control_tx);
 

@@ -26,6 +26,8 @@ pub struct FlowStats {
     recent_cap: usize,
     /// Where the admin API listens, once it does.
     pub admin_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Where the probes and metrics listen, once bound.
+    pub probe_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// Whether the detect stage has applied the whole token-metadata topic
     /// as it stood at start (true when there is no topic). Events are not
     /// read before, so no token is judged without its metadata.
@@ -52,6 +54,7 @@ impl Default for FlowStats {
             recent: Mutex::default(),
             recent_cap: 1000,
             admin_addr: std::sync::OnceLock::new(),
+            probe_addr: std::sync::OnceLock::new(),
             metadata_ready: tokio::sync::watch::Sender::new(true),
         }
     }

@@ -130,7 +130,7 @@ async fn the_first_event_is_judged_with_the_metadata_topic_applied() {
     })
     .await;
     assert!(*run.stats.metadata_ready.borrow());
-    let readyz = format!("http://{}/readyz", run.stats.admin_addr.get().unwrap());
+    let readyz = format!("http://{}/readyz", run.stats.probe_addr.get().unwrap());
     let decisions = run.stats.recent(10);
     until("/readyz to answer 200", Duration::from_secs(30), || {
         run.metrics.assigned_partitions.load(Relaxed) > 0

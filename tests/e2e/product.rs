@@ -19,6 +19,7 @@ use crate::support::{
 
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const ADMIN_TOKEN: &str = "e2e-admin-token";
+const DENYLIST_TOKEN: &str = "e2e-denylist-token";
 
 /// A config for `scenario` against the real broker and loopback servers.
 async fn config_for(
@@ -32,6 +33,7 @@ async fn config_for(
     config.detectors = support::scenario_detectors(scenario, &temp_dir());
     config.decision.mode = Mode::Enforce;
     config.admin.token_env = "TW_E2E_ADMIN_TOKEN".into();
+    config.admin.denylist_token_env = "TW_E2E_DENYLIST_TOKEN".into();
     config.revoker.issuers.insert(
         "demo-oauth".into(),
         IssuerConfig::post(format!("http://{}/revoke/{{token_id}}", issuer.addr)),
@@ -40,6 +42,7 @@ async fn config_for(
         unsafe {
             std::env::set_var("TW_E2E_PRODUCT_WHSEC", WHSEC);
             std::env::set_var("TW_E2E_ADMIN_TOKEN", ADMIN_TOKEN);
+            std::env::set_var("TW_E2E_DENYLIST_TOKEN", DENYLIST_TOKEN);
         }
         config.revoker.webhooks.push(WebhookConfig {
             url: hooks.url("/hooks"),
@@ -95,9 +98,10 @@ async fn run_revokes_exactly_the_scripted_attacks_and_reports_them() {
     .await;
 
     let admin = format!("http://{}", run.stats.admin_addr.get().unwrap());
+    let probe = format!("http://{}", run.stats.probe_addr.get().unwrap());
     let client = reqwest::Client::new();
     let metrics = client
-        .get(format!("{admin}/metrics"))
+        .get(format!("{probe}/metrics"))
         .send()
         .await
         .unwrap()
@@ -115,51 +119,141 @@ async fn run_revokes_exactly_the_scripted_attacks_and_reports_them() {
     );
     assert!(metrics.contains(&format!("tokenwatch_ingest_events_total {total}")));
     assert!(!metrics.contains("tok-0"), "no token id is a metric label");
-    let unauthenticated = client
-        .post(format!("{admin}/v1/revoke"))
-        .json(&serde_json::json!({"issuer": "demo-oauth", "token_id": "tok-00001"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unauthenticated.status(), 401);
-    let wrong = client
-        .post(format!("{admin}/v1/revoke"))
-        .bearer_auth("nope")
-        .json(&serde_json::json!({"issuer": "demo-oauth", "token_id": "tok-00001"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status(), 401);
-    let denylist: Vec<serde_json::Value> = client
-        .get(format!("{admin}/v1/denylist"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(denylist.len(), 5);
-    let view: serde_json::Value = client
-        .get(format!(
-            "{admin}/v1/tokens/demo-oauth/atk-impossible_travel"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(view["revocation"]["state"], "revoked");
-    assert!(view["state"]["geo"]["countries"].as_array().unwrap().len() >= 2);
     assert_eq!(
         client
-            .get(format!("{admin}/readyz"))
+            .get(format!("{probe}/readyz"))
             .send()
             .await
             .unwrap()
             .status(),
         200
     );
+    // Each listener serves its own routes only.
+    assert_eq!(
+        client
+            .get(format!("{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        client
+            .get(format!("{probe}/v1/denylist"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // Issue 11, section 6: no /v1 route answers without the right token.
+    let revoke_body = serde_json::json!({"issuer": "demo-oauth", "token_id": "tok-00001"});
+    let routes = [
+        ("GET", "/v1/tokens/demo-oauth/atk-impossible_travel"),
+        ("GET", "/v1/decisions"),
+        ("GET", "/v1/denylist"),
+        ("POST", "/v1/revoke"),
+        ("POST", "/v1/allow"),
+    ];
+    let call = |method: &str, path: &str, token: Option<&str>| {
+        let url = format!("{admin}{path}");
+        let mut request = if method == "GET" {
+            client.get(url)
+        } else {
+            client.post(url).json(&revoke_body)
+        };
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    for (method, path) in routes {
+        for token in [None, Some("nope")] {
+            let status = call(method, path, token).await.unwrap().status();
+            assert_eq!(status, 401, "{method} {path} with {token:?}");
+        }
+        // The gateways' read-only token opens the denylist alone.
+        let status = call(method, path, Some(DENYLIST_TOKEN))
+            .await
+            .unwrap()
+            .status();
+        let expected = if path == "/v1/denylist" { 200 } else { 401 };
+        assert_eq!(status, expected, "{method} {path} with the denylist token");
+    }
+    let denylist: Vec<serde_json::Value> = call("GET", "/v1/denylist", Some(DENYLIST_TOKEN))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(denylist.len(), 5);
+    let view: serde_json::Value = call(
+        "GET",
+        "/v1/tokens/demo-oauth/atk-impossible_travel",
+        Some(ADMIN_TOKEN),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(view["revocation"]["state"], "revoked");
+    assert!(view["state"]["geo"]["countries"].as_array().unwrap().len() >= 2);
+    let decisions: Vec<serde_json::Value> =
+        call("GET", "/v1/decisions?limit=1000", Some(ADMIN_TOKEN))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let mut decided: Vec<String> = decisions
+        .iter()
+        .filter(|d| d["action"] == "revoke")
+        .map(|d| d["token_id"].as_str().unwrap().to_string())
+        .collect();
+    decided.sort();
+    decided.dedup();
+    assert_eq!(
+        decided, attack_tokens,
+        "GET /v1/decisions lists the revokes"
+    );
+    // The authorised kill switch and allowlist.
+    let manual = client
+        .post(format!("{admin}/v1/revoke"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(
+            &serde_json::json!({"issuer": "demo-oauth", "token_id": "tok-manual", "reason": "e2e"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(manual.status(), 202);
+    until(
+        "the manual revocation to reach the issuer",
+        Duration::from_secs(30),
+        || revoked_tokens(&issuer).contains(&"tok-manual".to_string()),
+    )
+    .await;
+    let allowed = client
+        .post(format!("{admin}/v1/allow"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"token": "demo-oauth/tok-00002"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    // A body over max_body_bytes is refused before it is read.
+    let huge = client
+        .post(format!("{admin}/v1/allow"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body(format!("{{\"token\":\"{}\"}}", "x".repeat(100 << 10)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
 
     let latency = |q: &str| {
         metrics
@@ -182,10 +276,13 @@ async fn run_revokes_exactly_the_scripted_attacks_and_reports_them() {
 
     let _ = run.stop.send(());
     run.task.await.unwrap().unwrap();
+    let mut expected = attack_tokens.clone();
+    expected.push("tok-manual".into());
+    expected.sort();
     assert_eq!(
         revoked_tokens(&issuer),
-        attack_tokens,
-        "each attack token revoked once, no benign token"
+        expected,
+        "each attack token revoked once, no benign token, and the manual one"
     );
     let messages = support::webhook_messages(&hooks);
     assert!(

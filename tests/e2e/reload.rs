@@ -86,7 +86,7 @@ async fn sighup_reloads_rules_and_a_bad_set_keeps_the_old_one() {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap()
     };
-    config.admin.listen = admin;
+    config.admin.probe_listen = admin;
     let dir = temp_dir();
     let path = dir.join("tokenwatch.toml");
     std::fs::write(&path, with_rules(&config, ADMIN_DELETE)).unwrap();

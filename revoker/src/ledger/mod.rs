@@ -318,6 +318,14 @@ impl Ledger {
             .get(&(issuer.to_string(), token_id.to_string()))
     }
 
+    /// A token's record, or its winning claim's while the owner has not
+    /// written it yet.
+    pub fn record(&self, issuer: &str, token_id: &str) -> Option<Record> {
+        self.get(issuer, token_id)
+            .or_else(|| self.view.owner(issuer, token_id).map(|o| &o.record))
+            .cloned()
+    }
+
     /// Revocations to resume after a restart: pending and not accepted, or
     /// waiting for a secret, or claimed but never written.
     pub fn unfinished(&self) -> Vec<Record> {
