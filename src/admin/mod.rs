@@ -584,7 +584,7 @@ mod tests {
                     }
                 }),
             )
-            .route("/never", get(|| std::future::pending::<&'static str>()))
+            .route("/never", get(std::future::pending::<&'static str>))
             .layer(axum::middleware::from_fn_with_state(
                 Bounds {
                     in_flight: Arc::new(tokio::sync::Semaphore::new(1)),
