@@ -63,6 +63,10 @@ pub struct DetectorsConfig {
     /// Token metadata file (JSON array or one object per line).
     #[serde(default)]
     pub metadata_file: Option<PathBuf>,
+    /// How often the GeoIP databases, the metadata file and the config's
+    /// rule files are checked for changes (SIGHUP reloads at once).
+    #[serde(default = "default_file_check_interval", with = "humantime_serde")]
+    pub file_check_interval: Duration,
     /// When a token's history is long enough for novelty and new-country
     /// findings.
     #[serde(default)]
@@ -99,6 +103,9 @@ fn default_idle_expiry() -> Duration {
 fn default_lateness() -> Duration {
     Duration::from_secs(300)
 }
+fn default_file_check_interval() -> Duration {
+    Duration::from_secs(30)
+}
 fn default_purge_interval() -> Duration {
     Duration::from_secs(60)
 }
@@ -111,6 +118,7 @@ impl Default for DetectorsConfig {
             idle_expiry: default_idle_expiry(),
             lateness: default_lateness(),
             purge_interval: default_purge_interval(),
+            file_check_interval: default_file_check_interval(),
             geoip: None,
             metadata_file: None,
             learning: LearningConfig::default(),
@@ -144,6 +152,9 @@ impl DetectorsConfig {
         }
         if self.lateness > Duration::from_secs(86_400) {
             p.push("detectors.lateness: at most 1d".into());
+        }
+        if self.file_check_interval < Duration::from_millis(10) {
+            p.push("detectors.file_check_interval: must be at least 10ms".into());
         }
         if self.purge_interval.is_zero() {
             p.push("detectors.purge_interval: must be positive".into());

@@ -267,6 +267,11 @@ pub fn render(s: &AdminState) -> String {
             "Reloads refused (bad config or rule); the rules in force stayed.",
             e.policy.reload_failures,
         ),
+        (
+            "tokenwatch_file_checks_total",
+            "Checks of the GeoIP, metadata and rule files for changes.",
+            s.flow.file_checks.load(Relaxed),
+        ),
     ];
     for (name, help, v) in engine_counters {
         family(&mut out, name, "counter", help);

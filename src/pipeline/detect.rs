@@ -48,7 +48,7 @@ pub struct ReloadPolicy {
 impl ReloadPolicy {
     pub fn from_config(config: &Config) -> Self {
         ReloadPolicy {
-            check_every: Duration::from_secs(30),
+            check_every: config.detectors.file_check_interval,
             metadata_file: config.detectors.metadata_file.clone(),
             config_file: config.source.clone(),
             rule_files: config.detectors.policy.files.clone(),
@@ -257,6 +257,10 @@ pub async fn detect_stage(
                     engine.allow_token(&token);
                 }
                 Some(Control::Reload) => {
+                    // The files as they are now are the ones loaded: the
+                    // next check must not load them again.
+                    metadata_stamp = reload.metadata_file.as_ref().and_then(modified);
+                    rule_stamps = reload.rule_stamps();
                     geoip.start(&engine, false, &geoip_tx);
                     reload_metadata_file(&mut engine, reload.metadata_file.as_ref());
                     reload_rules(&mut engine, reload.config_file.as_ref());
@@ -265,6 +269,7 @@ pub async fn detect_stage(
                 None => control_open = false,
             },
             _ = ticker.tick() => {
+                stats.file_checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 geoip.start(&engine, true, &geoip_tx);
                 if let Some(path) = &reload.metadata_file {
                     let stamp = modified(path);

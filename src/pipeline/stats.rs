@@ -26,6 +26,8 @@ pub struct FlowStats {
     recent_cap: usize,
     /// Where the admin API listens, once it does.
     pub admin_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Checks of the watched files for changes (GeoIP, metadata, rules).
+    pub file_checks: std::sync::atomic::AtomicU64,
     /// Where the probes and metrics listen, once bound.
     pub probe_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// Whether the detect stage has applied the whole token-metadata topic
@@ -55,6 +57,7 @@ impl Default for FlowStats {
             recent_cap: 1000,
             admin_addr: std::sync::OnceLock::new(),
             probe_addr: std::sync::OnceLock::new(),
+            file_checks: Default::default(),
             metadata_ready: tokio::sync::watch::Sender::new(true),
         }
     }

@@ -87,6 +87,9 @@ async fn sighup_reloads_rules_and_a_bad_set_keeps_the_old_one() {
         probe.local_addr().unwrap()
     };
     config.admin.probe_listen = admin;
+    // Files are checked often, so the test sees checks after each SIGHUP
+    // instead of finishing before the first one.
+    config.detectors.file_check_interval = Duration::from_millis(50);
     let dir = temp_dir();
     let path = dir.join("tokenwatch.toml");
     std::fs::write(&path, with_rules(&config, ADMIN_DELETE)).unwrap();
@@ -105,12 +108,35 @@ async fn sighup_reloads_rules_and_a_bad_set_keeps_the_old_one() {
         let admin = admin.clone();
         move || metric(&admin, name)
     };
-    let (rules, failures, reloads, plans) = (
+    let (rules, failures, reloads, plans, checks) = (
         read("tokenwatch_policy_rules"),
         read("tokenwatch_policy_reload_failures_total"),
         read("tokenwatch_policy_reloads_total"),
         read("tokenwatch_policy_plans_total"),
+        read("tokenwatch_file_checks_total"),
     );
+    // Waits for the next file check.
+    let just_checked = || {
+        let checks = checks.clone();
+        async move {
+            let from = checks().unwrap_or(0.0);
+            until("a file check", Duration::from_secs(30), || {
+                checks().unwrap_or(0.0) > from
+            })
+            .await;
+        }
+    };
+    // Waits until the files have been checked three more times.
+    let checked = |what: &'static str| {
+        let checks = checks.clone();
+        async move {
+            let from = checks().unwrap_or(0.0);
+            until(what, Duration::from_secs(30), || {
+                checks().unwrap_or(0.0) >= from + 3.0
+            })
+            .await;
+        }
+    };
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     until(
         &format!("the admin API (log {})", log.display()),
@@ -119,6 +145,9 @@ async fn sighup_reloads_rules_and_a_bad_set_keeps_the_old_one() {
     )
     .await;
 
+    // Right after a check, so the next one (50 ms away) comes after the
+    // SIGHUP: the change is the SIGHUP's to load.
+    just_checked().await;
     std::fs::write(&path, with_rules(&config, &format!("{ADMIN_DELETE}{TYPO}"))).unwrap();
     hangup(&child.0);
     until(
@@ -127,6 +156,12 @@ async fn sighup_reloads_rules_and_a_bad_set_keeps_the_old_one() {
         || failures() == Some(1.0),
     )
     .await;
+    checked("file checks after the refused reload").await;
+    assert_eq!(
+        failures(),
+        Some(1.0),
+        "a SIGHUP reload is not repeated by the file check"
+    );
     assert_eq!(rules(), Some(1.0), "the old rule stays");
     let text = log_text();
     assert!(text.contains("the policy rules in force stay"), "{text}");
@@ -135,6 +170,7 @@ async fn sighup_reloads_rules_and_a_bad_set_keeps_the_old_one() {
         "{text}"
     );
 
+    just_checked().await;
     std::fs::write(
         &path,
         with_rules(&config, &format!("{ADMIN_DELETE}{FRANCE}")),
@@ -145,7 +181,12 @@ async fn sighup_reloads_rules_and_a_bad_set_keeps_the_old_one() {
         rules() == Some(2.0)
     })
     .await;
-    assert_eq!(reloads(), Some(1.0));
+    checked("file checks after the good reload").await;
+    assert_eq!(
+        reloads(),
+        Some(1.0),
+        "a SIGHUP reload is not repeated by the file check"
+    );
     // One plan at startup, two for the new set; the refused set made none
     // that stayed (it was planned and dropped: counted only when in force).
     assert_eq!(plans(), Some(3.0));
