@@ -314,6 +314,9 @@ impl KafkaSource {
             let step = tokio::select! {
                 biased;
                 () = &mut shutdown => break None,
+                // Detection stopped: nothing read from now on could be
+                // acknowledged.
+                () = output.closed() => break Some(RunError::DownstreamClosed),
                 Some(seq) = ack_rx.recv() => {
                     state.acknowledge(seq);
                     Ok(())
@@ -560,7 +563,9 @@ impl Loop<'_> {
             ack: Ack::new(self.ack_tx.clone(), seq),
         };
         if output.send(delivery).await.is_err() {
-            debug!("Downstream closed; the batch stays unacknowledged.");
+            // Detection stopped: reading on would only pile up batches
+            // that are never acknowledged.
+            return Err(RunError::DownstreamClosed);
         }
         Ok(())
     }

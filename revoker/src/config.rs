@@ -43,6 +43,11 @@ pub struct RevokerConfig {
     /// over by another. A clean stop hands them over at once.
     #[serde(default = "default_liveness_timeout", with = "humantime_serde")]
     pub liveness_timeout: Duration,
+    /// How long a failing ledger write of a new revocation is retried
+    /// (with backoff, while the pipeline waits) before tokenwatch stops
+    /// without acknowledging the batch.
+    #[serde(default = "default_ledger_retry_for", with = "humantime_serde")]
+    pub ledger_retry_for: Duration,
 }
 
 fn default_ledger_topic() -> String {
@@ -53,6 +58,9 @@ fn default_request_timeout() -> Duration {
 }
 fn default_webhook_dlq() -> String {
     "tokenwatch-webhook-dead-letter".into()
+}
+fn default_ledger_retry_for() -> Duration {
+    Duration::from_secs(120)
 }
 fn default_liveness_timeout() -> Duration {
     Duration::from_secs(15)
@@ -70,6 +78,7 @@ impl Default for RevokerConfig {
             webhooks: Vec::new(),
             webhook_dead_letter_topic: default_webhook_dlq(),
             liveness_timeout: default_liveness_timeout(),
+            ledger_retry_for: default_ledger_retry_for(),
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct RevokerMetrics {
     /// Configured issuers; `None` counts every name as it is (tests).
     known: Option<std::collections::BTreeSet<String>>,
     pub breaker_opened: AtomicU64,
+    /// Ledger writes of a new revocation that failed (each retry counts).
+    pub ledger_write_failures: AtomicU64,
     /// Decision → issuer's final answer, µs.
     pub decision_to_answer_us: Mutex<Histogram<u64>>,
     /// Kafka timestamp of the triggering event → issuer confirmed, µs.
@@ -54,6 +56,7 @@ impl Default for RevokerMetrics {
             by_issuer: Mutex::default(),
             known: None,
             breaker_opened: AtomicU64::new(0),
+            ledger_write_failures: AtomicU64::new(0),
             decision_to_answer_us: histogram(),
             event_to_revoked_us: histogram(),
         }

@@ -429,8 +429,7 @@ impl Revoker {
     /// Writes the pending record and starts the issuer calls, unless the
     /// token is already in the ledger. Returns the token's ledger record.
     async fn begin(&mut self, record: Record) -> Result<Record, ()> {
-        let begun = self.ledger.begin(record.clone()).await;
-        self.on_ledger_changes();
+        let begun = self.begin_retried(&record).await;
         match begun {
             Ok(Begin::New) => {
                 self.spawn_attempts(record.clone());
@@ -446,8 +445,48 @@ impl Revoker {
                     .unwrap_or(record))
             }
             Err(e) => {
-                error!(error = %e, issuer = %record.issuer, token_id = %record.token_id, "Cannot write the revocation ledger; the batch stays unacknowledged.");
+                error!(error = %e, issuer = %record.issuer, token_id = %record.token_id, retried_for_s = self.config.ledger_retry_for.as_secs(), "Cannot write the revocation ledger; the batch stays unacknowledged.");
                 Err(())
+            }
+        }
+    }
+
+    /// [`Ledger::begin`], retried with backoff for up to
+    /// `ledger_retry_for`. Meanwhile this task takes no new decisions, so
+    /// the pipeline upstream waits (backpressure) instead of reading on
+    /// past a batch that cannot be acknowledged. The issuer is never called
+    /// before the write succeeds.
+    async fn begin_retried(&mut self, record: &Record) -> Result<Begin, LedgerError> {
+        let deadline = tokio::time::Instant::now() + self.config.ledger_retry_for;
+        let mut backoff = Backoff::new(
+            crate::config::RetryConfig {
+                max_attempts: None,
+                alert_after: Duration::MAX,
+                base_delay: Duration::from_millis(100),
+                max_delay: Duration::from_secs(5),
+            },
+            self.seed | 1,
+        );
+        let mut failures = 0;
+        loop {
+            let begun = self.ledger.begin(record.clone()).await;
+            self.on_ledger_changes();
+            match begun {
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    failures += 1;
+                    self.metrics
+                        .ledger_write_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    warn!(error = %e, failures, issuer = %record.issuer, token_id = %record.token_id, "Cannot write the revocation ledger; retrying, and taking no new decisions meanwhile.");
+                    tokio::time::sleep(backoff.delay(failures)).await;
+                }
+                Err(e) => {
+                    self.metrics
+                        .ledger_write_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Err(e);
+                }
+                ok => return ok,
             }
         }
     }

@@ -388,6 +388,18 @@ pub fn render(s: &AdminState) -> String {
         "",
         s.revoker.breaker_opened(),
     );
+    family(
+        &mut out,
+        "tokenwatch_ledger_write_failures_total",
+        "counter",
+        "Failed ledger writes of a new revocation (each retry counts); the issuer is not called until one succeeds.",
+    );
+    sample(
+        &mut out,
+        "tokenwatch_ledger_write_failures_total",
+        "",
+        s.revoker.ledger_write_failures.load(Relaxed),
+    );
 
     let w = &s.webhooks;
     family(

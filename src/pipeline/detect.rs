@@ -196,7 +196,7 @@ pub async fn detect_stage(
     reload: ReloadPolicy,
     stats: Arc<FlowStats>,
     revoker: mpsc::Sender<Command>,
-) {
+) -> Result<(), StageError> {
     let mut ticker = tokio::time::interval(reload.check_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut metadata_stamp = reload.metadata_file.as_ref().and_then(modified);
@@ -230,7 +230,10 @@ pub async fn detect_stage(
                         if hand_on(&revoker, out.decisions, out.alerts).await {
                             delivery.ack.done();
                         } else {
-                            error!("The revoker did not take this batch's decisions; it stays unacknowledged and is read again after a restart.");
+                            // Reading on would queue every later batch
+                            // behind this one; stop instead.
+                            error!("The revoker could not record this batch's revocations in the ledger; stopping without acknowledging it, so it is read again after a restart.");
+                            return Err(StageError::Ledger);
                         }
                     }
                     // Not acknowledged: the batch is read again after a restart.
@@ -291,6 +294,16 @@ pub async fn detect_stage(
     stats.record_decisions(&out.decisions);
     out.decisions.iter().for_each(log_decision);
     hand_on(&revoker, out.decisions, out.alerts).await;
+    Ok(())
+}
+
+/// Why the detect stage stopped before its input ended.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(
+        "the revocation ledger could not be written for revoker.ledger_retry_for; stopped without acknowledging the batch"
+    )]
+    Ledger,
 }
 
 fn reload_metadata_file(engine: &mut Engine, path: Option<&PathBuf>) {

@@ -116,7 +116,7 @@ pub async fn run(
         drop(tx);
         Ok(())
     };
-    stage.await?;
+    let stage = stage.await?;
     // The admin API holds a handle on the revoker: stop it (and the other
     // helpers) first, so the revoker sees its last sender go and finishes.
     for h in helpers {
@@ -124,6 +124,7 @@ pub async fn run(
         let _ = h.await;
     }
     revoking.await?;
+    stage?;
     Ok(ingest?)
 }
 

@@ -9,6 +9,7 @@ mod crash;
 mod detect_pipeline;
 mod geography;
 mod ingest_kafka;
+mod ledger;
 mod metadata_topic;
 mod product;
 mod race;

@@ -11,7 +11,7 @@ use crate::support::{self, create_topic, temp_dir, tokenwatch, unique_name, unti
 
 /// One sample from `/metrics`, read with a plain HTTP/1.0 request so the
 /// polling stays synchronous.
-fn metric(admin: &str, name: &str) -> Option<f64> {
+pub fn metric(admin: &str, name: &str) -> Option<f64> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(admin).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;

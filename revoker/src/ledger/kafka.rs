@@ -119,7 +119,11 @@ impl KafkaLog {
         producer_config
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("linger.ms", "0");
+            .set("linger.ms", "0")
+            // A write that cannot be delivered fails within the read-back
+            // time, so the caller can retry or stop, instead of waiting
+            // librdkafka's default five minutes.
+            .set("message.timeout.ms", READ_BACK.as_millis().to_string());
         let producer: FutureProducer = producer_config.create().map_err(err)?;
         Ok(KafkaLog {
             producer,
