@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod canary;
 mod cloudtrail;
 mod crash;
 mod detect_pipeline;

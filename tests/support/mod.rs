@@ -411,3 +411,71 @@ pub fn retried<T>(what: &str, mut f: impl FnMut() -> rdkafka::error::KafkaResult
         }
     }
 }
+
+/// Every record in `topic` up to its end now (empty if it has none or does
+/// not exist).
+pub fn read_all(topic: &str) -> Vec<ReadRecord> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique_name("read-all"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) else {
+        return Vec::new();
+    };
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = std::collections::HashMap::new();
+    for p in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        if high > low {
+            remaining.insert(p, high);
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+    }
+    let mut out = Vec::new();
+    if remaining.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).unwrap();
+    while !remaining.is_empty() {
+        let msg = consumer
+            .poll(Duration::from_secs(10))
+            .expect("records up to the end within 10 s")
+            .unwrap();
+        let headers = msg
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(ReadRecord {
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+        if remaining
+            .get(&msg.partition())
+            .is_some_and(|&h| msg.offset() + 1 >= h)
+        {
+            remaining.remove(&msg.partition());
+        }
+    }
+    out
+}
