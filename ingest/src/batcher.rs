@@ -15,6 +15,7 @@ use crate::metrics::Tally;
 pub struct BatchBuilder {
     decoder: Decoder,
     max_records: usize,
+    max_bytes: usize,
     records: usize,
     events: Vec<Event>,
     origins: Vec<Origin>,
@@ -39,6 +40,7 @@ impl BatchBuilder {
         BatchBuilder {
             decoder,
             max_records: max_records.max(1),
+            max_bytes: usize::MAX,
             records: 0,
             events: Vec::with_capacity(max_records.min(1 << 16)),
             origins: Vec::with_capacity(max_records.min(1 << 16)),
@@ -47,6 +49,12 @@ impl BatchBuilder {
             tally: Tally::default(),
             decoded: Output::default(),
         }
+    }
+
+    /// The batch is also full once its records' payloads reach `max_bytes`.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes.max(1);
+        self
     }
 
     /// Decodes one record into the batch. On error the record is counted as
@@ -115,7 +123,7 @@ impl BatchBuilder {
     }
 
     pub fn is_full(&self) -> bool {
-        self.records >= self.max_records
+        self.records >= self.max_records || self.tally.bytes >= self.max_bytes as u64
     }
 
     /// Takes the batch and starts an empty one.
@@ -245,5 +253,25 @@ mod tests {
         let t = &done.tally;
         assert_eq!((t.records, t.events, t.skipped), (1, 2, 1));
         assert_eq!(t.dead_lettered[DecodeError::InvalidTimestamp.index()], 1);
+    }
+
+    /// Issue 11, section 4: a batch of big records closes by bytes, long
+    /// before its record count.
+    #[test]
+    fn a_batch_is_full_by_bytes_as_well_as_records() {
+        let mut b = BatchBuilder::new(
+            Decoder::new(Format::Canonical, 1 << 20, Fingerprinter::new(b"k")),
+            1000,
+        )
+        .with_max_bytes(10_000);
+        let mut n = 0;
+        while !b.is_full() {
+            let mut e = Event::new(1_795_813_200_000, "t", "oauth", "GET /");
+            e.user_agent = Some("x".repeat(3000));
+            let _ = b.push(Some(e.to_json().as_bytes()), origin(0, n));
+            n += 1;
+        }
+        assert_eq!(n, 4, "4 records of about 3 KB pass 10,000 bytes");
+        assert_eq!(b.finish().unwrap().batch.len(), 4);
     }
 }

@@ -29,6 +29,10 @@ const MANAGED_PROPERTIES: &[&str] = &[
     "enable.partition.eof",
 ];
 
+/// The most payload bytes one batch may hold: half of what an Arrow string
+/// column (32-bit offsets) can, so no column can overflow.
+pub const MAX_BATCH_BYTES: usize = 1 << 30;
+
 /// Reading API-call records from Kafka.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +92,10 @@ pub struct IngestConfig {
     /// A batch is handed downstream when it holds this many records...
     #[serde(default = "default_batch_max_records")]
     pub batch_max_records: usize,
+    /// ...or holds this many payload bytes (a batch closes at the first
+    /// record that reaches it), so a batch of big records stays bounded.
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
     /// ...or when its first record has waited this long (e.g. `"5ms"`).
     #[serde(default = "default_batch_linger", with = "humantime_serde")]
     pub batch_linger: Duration,
@@ -135,6 +143,9 @@ fn default_dead_letter_topic() -> String {
 }
 fn default_max_record_bytes() -> usize {
     1 << 20
+}
+fn default_batch_max_bytes() -> usize {
+    16 << 20
 }
 fn default_batch_max_records() -> usize {
     1024
@@ -188,6 +199,7 @@ impl IngestConfig {
             redact_keys: Vec::new(),
             max_record_bytes: default_max_record_bytes(),
             batch_max_records: default_batch_max_records(),
+            batch_max_bytes: default_batch_max_bytes(),
             batch_linger: default_batch_linger(),
             start_from: StartFrom::default(),
             drain_timeout: default_drain_timeout(),
@@ -277,6 +289,25 @@ impl IngestConfig {
             problem(
                 "batch_max_records",
                 format!("{} is outside 1 ..= 1000000", self.batch_max_records),
+            );
+        }
+        if !(1 << 10..=1 << 30).contains(&self.batch_max_bytes) {
+            problem(
+                "batch_max_bytes",
+                format!("{} is outside 1 KiB ..= 1 GiB", self.batch_max_bytes),
+            );
+        }
+        // A batch's string columns are Arrow strings, with 32-bit offsets:
+        // no column may reach 2 GiB. A column holds at most the batch's
+        // payload bytes, which are at most the smaller of the two bounds.
+        let most = (self.batch_max_records.saturating_mul(self.max_record_bytes))
+            .min(self.batch_max_bytes.saturating_add(self.max_record_bytes));
+        if most > MAX_BATCH_BYTES {
+            problem(
+                "batch_max_bytes",
+                format!(
+                    "a batch could hold {most} bytes (batch_max_records × max_record_bytes, or batch_max_bytes + max_record_bytes), over the {MAX_BATCH_BYTES} an Arrow string column can take with room to spare; lower one of them"
+                ),
             );
         }
         if self.batch_linger > Duration::from_secs(10) {
@@ -375,6 +406,23 @@ mod tests {
     #[test]
     fn unknown_fields_are_rejected() {
         assert!(toml::from_str::<IngestConfig>("topics = [\"a\"]\nbatch_size = 3").is_err());
+    }
+
+    #[test]
+    fn limits_that_could_overflow_an_arrow_string_column_are_refused() {
+        let mut c = IngestConfig::new(vec!["events".into()]);
+        c.max_record_bytes = 64 << 20;
+        c.batch_max_records = 1_000_000;
+        c.batch_max_bytes = 1 << 30;
+        let problems = c.validate();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("ingest.batch_max_bytes: a batch could hold")),
+            "{problems:?}"
+        );
+        c.batch_max_bytes = 256 << 20;
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub struct FileSource {
     decoder: Decoder,
     max_record_bytes: usize,
     batch_max_records: usize,
+    batch_max_bytes: usize,
     metrics: Arc<IngestMetrics>,
 }
 
@@ -65,13 +66,15 @@ impl FileSource {
             decoder: config.decoder(fingerprinter(config)),
             max_record_bytes: config.max_record_bytes,
             batch_max_records: config.batch_max_records,
+            batch_max_bytes: config.batch_max_bytes,
             metrics,
         }
     }
 
     /// Reads every input to its end and sends full batches to `output`.
     pub async fn run(self, output: mpsc::Sender<Delivery>) -> Result<(), RunError> {
-        let mut builder = BatchBuilder::new(self.decoder.clone(), self.batch_max_records);
+        let mut builder = BatchBuilder::new(self.decoder.clone(), self.batch_max_records)
+            .with_max_bytes(self.batch_max_bytes);
         for input in &self.inputs {
             let name = input.name();
             let span = info_span!("ingest", source = %name);

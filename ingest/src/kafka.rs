@@ -294,7 +294,8 @@ impl KafkaSource {
         };
         let mut state = Loop {
             source: &self,
-            builder: BatchBuilder::new(self.decoder.clone(), self.config.batch_max_records),
+            builder: BatchBuilder::new(self.decoder.clone(), self.config.batch_max_records)
+                .with_max_bytes(self.config.batch_max_bytes),
             tracker: OffsetTracker::default(),
             dead_letters: DeadLetters::new(self.decoder.redactor().clone(), limit),
             pending_dead_letters: Vec::new(),
