@@ -102,6 +102,18 @@ async fn benign_traffic_passes_and_impossible_travel_is_revoked() {
         1,
         "exactly the stolen token is revoked"
     );
+    let revokes: Vec<String> = stats
+        .recent(usize::MAX)
+        .into_iter()
+        .filter(|d| d.action == Action::Revoke)
+        .map(|d| d.token_id.clone())
+        .collect();
+    assert_eq!(revokes, ["stolen"], "the revoke is the stolen token's");
+    assert_eq!(
+        support::revoked_tokens(&issuer),
+        ["stolen"],
+        "its issuer was called for it, once"
+    );
     assert_eq!(
         stats.decided(Action::Alert),
         0,

@@ -385,8 +385,17 @@ fn demo_detects_and_revokes_every_scripted_attack() {
             "{a}"
         );
         assert!(a["latency_ms"].as_i64().is_some(), "{a}");
+        assert_eq!(a["issuer_calls"], 1, "revoked once: {a}");
     }
-    assert_eq!(s["benign_false_revocations"], 0);
+    // The figures themselves, not the demo's own verdict on them.
+    assert_eq!(s["benign_false_revocations"], 0, "{s}");
+    assert_eq!(s["bad_signatures"], 0, "every webhook verified: {s}");
+    assert_eq!(
+        s["benign_alerts"]["home"].as_u64().unwrap_or(0),
+        0,
+        "no plain benign token was alerted: {s}"
+    );
+    assert!(s["events_produced"].as_u64().unwrap() > 1000, "{s}");
 }
 
 #[test]

@@ -229,8 +229,42 @@ proptest! {
     #[test]
     fn never_panics_on_mutated_valid_records(pos in 0usize..MINIMAL.len(), byte in any::<u8>()) {
         let mut bytes = MINIMAL.as_bytes().to_vec();
+        let unchanged = bytes[pos] == byte;
         bytes[pos] = byte;
-        let _ = Decoder::new(Format::Canonical, 4096, fp()).decode(&bytes);
+        let decoded = Decoder::new(Format::Canonical, 4096, fp()).decode(&bytes);
+        // A "mutation" that changes nothing must still decode.
+        prop_assert!(!unchanged || decoded.is_ok());
+    }
+
+    /// Good input still decodes, whatever its values: any event written as
+    /// canonical JSON reads back as itself.
+    #[test]
+    fn any_valid_event_reads_back_as_itself(
+        ts_ms in 0i64..253_402_300_799_999,
+        token_id in "\\PC{1,40}",
+        issuer in "[a-z][a-z0-9-]{0,15}",
+        action in "\\PC{1,60}",
+        principal in proptest::option::of("\\PC{1,30}"),
+        ip in proptest::option::of(any::<std::net::IpAddr>()),
+        user_agent in proptest::option::of("\\PC{1,80}"),
+        status in proptest::option::of(100u16..600),
+        bytes_out in proptest::option::of(any::<u64>()),
+        request_id in proptest::option::of("[A-Za-z0-9-]{1,30}"),
+    ) {
+        prop_assume!(!token_id.trim().is_empty() && !action.trim().is_empty());
+        prop_assume!(principal.as_ref().is_none_or(|p| !p.trim().is_empty()));
+        prop_assume!(user_agent.as_ref().is_none_or(|u| !u.trim().is_empty()));
+        let mut e = Event::new(ts_ms, token_id, issuer, action);
+        e.principal = principal;
+        e.src_ip = ip;
+        e.user_agent = user_agent;
+        e.status = status;
+        e.bytes_out = bytes_out;
+        e.request_id = request_id;
+        let decoded = Decoder::new(Format::Canonical, 1 << 16, fp())
+            .with_skew(crate::decode::Skew { max_future_ms: i64::MAX / 2, max_past_ms: None })
+            .decode(e.to_json().as_bytes());
+        prop_assert_eq!(decoded.map(|d| d.event), Ok(e));
     }
 }
 

@@ -481,6 +481,28 @@ proptest! {
         }
     }
 
+    /// Good input still decodes: a real CloudTrail record with other values
+    /// in its fields maps them all.
+    #[test]
+    fn a_real_record_with_any_values_still_decodes(
+        key_id in "(AKIA|ASIA)[A-Z0-9]{16}",
+        event_name in "[A-Z][A-Za-z]{2,30}",
+        ip in any::<std::net::Ipv4Addr>(),
+        bytes in 0u64..1 << 50,
+    ) {
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&fixture("cloudtrail-getobject.json")).unwrap();
+        record["userIdentity"]["accessKeyId"] = key_id.clone().into();
+        record["eventName"] = event_name.clone().into();
+        record["sourceIPAddress"] = ip.to_string().into();
+        record["additionalEventData"]["bytesTransferredOut"] = bytes.into();
+        let e = one(Format::Cloudtrail, &serde_json::to_vec(&record).unwrap());
+        prop_assert_eq!(e.token_id, key_id);
+        prop_assert_eq!(e.action, format!("s3:{event_name}"));
+        prop_assert_eq!(e.src_ip, Some(std::net::IpAddr::V4(ip)));
+        prop_assert_eq!(e.bytes_out, Some(bytes));
+    }
+
     #[test]
     fn no_format_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         for format in Format::ALL {
