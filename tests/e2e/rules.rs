@@ -109,7 +109,17 @@ fn the_example_config_s_rules_catch_a_real_shaped_cloudtrail_record() {
     );
     let decision: serde_json::Value =
         serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
-    assert_eq!(decision["action"], "revoke", "{decision}");
+    // The rules call for a revoke; the example config configures no `aws`
+    // issuer, so, as `run` would, the replay alerts and says why.
+    assert_eq!(decision["recommended"], "revoke", "{decision}");
+    assert_eq!(decision["action"], "alert", "{decision}");
+    assert!(
+        decision["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("no issuer named \"aws\" is configured")),
+        "{decision}"
+    );
     assert_eq!(decision["token_id"], "AKIAIOSFODNN7EXAMPLE");
     let rules: Vec<&str> = decision["findings"]
         .as_array()
