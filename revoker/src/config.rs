@@ -48,6 +48,18 @@ pub struct RevokerConfig {
     /// without acknowledging the batch.
     #[serde(default = "default_ledger_retry_for", with = "humantime_serde")]
     pub ledger_retry_for: Duration,
+    /// Compacted topic where every webhook delivery waits until it is done,
+    /// so a restart resumes it. Must exist when webhooks are configured.
+    #[serde(default = "default_webhook_outbox")]
+    pub webhook_outbox_topic: String,
+    /// Webhook deliveries attempted at once; more wait their turn.
+    #[serde(default = "default_webhook_max_in_flight")]
+    pub webhook_max_in_flight: usize,
+    /// Alert messages (decisions that alert) sent per minute at most; the
+    /// rest are counted in one `alert_budget_exceeded` system alert.
+    /// Revocations and system alerts are always sent.
+    #[serde(default = "default_alert_budget")]
+    pub alert_budget_per_minute: u32,
 }
 
 fn default_ledger_topic() -> String {
@@ -58,6 +70,15 @@ fn default_request_timeout() -> Duration {
 }
 fn default_webhook_dlq() -> String {
     "tokenwatch-webhook-dead-letter".into()
+}
+fn default_webhook_outbox() -> String {
+    "tokenwatch-webhook-outbox".into()
+}
+fn default_webhook_max_in_flight() -> usize {
+    1000
+}
+fn default_alert_budget() -> u32 {
+    600
 }
 fn default_ledger_retry_for() -> Duration {
     Duration::from_secs(120)
@@ -79,6 +100,9 @@ impl Default for RevokerConfig {
             webhook_dead_letter_topic: default_webhook_dlq(),
             liveness_timeout: default_liveness_timeout(),
             ledger_retry_for: default_ledger_retry_for(),
+            webhook_outbox_topic: default_webhook_outbox(),
+            webhook_max_in_flight: default_webhook_max_in_flight(),
+            alert_budget_per_minute: default_alert_budget(),
         }
     }
 }
@@ -463,6 +487,12 @@ impl RevokerConfig {
         }
         if self.retry.max_attempts == Some(0) {
             p.push("revoker.retry.max_attempts: must be at least 1".into());
+        }
+        if self.webhook_max_in_flight == 0 {
+            p.push("revoker.webhook_max_in_flight: must be at least 1".into());
+        }
+        if self.alert_budget_per_minute == 0 {
+            p.push("revoker.alert_budget_per_minute: must be at least 1".into());
         }
         if self.liveness_timeout < Duration::from_millis(300) {
             p.push("revoker.liveness_timeout: must be at least 300ms".into());

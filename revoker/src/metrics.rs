@@ -37,6 +37,8 @@ pub struct RevokerMetrics {
     pub breaker_opened: AtomicU64,
     /// Ledger writes of a new revocation that failed (each retry counts).
     pub ledger_write_failures: AtomicU64,
+    /// Alert messages held back by the alert budget.
+    pub alerts_over_budget: AtomicU64,
     /// Decision → issuer's final answer, µs.
     pub decision_to_answer_us: Mutex<Histogram<u64>>,
     /// Kafka timestamp of the triggering event → issuer confirmed, µs.
@@ -57,6 +59,7 @@ impl Default for RevokerMetrics {
             known: None,
             breaker_opened: AtomicU64::new(0),
             ledger_write_failures: AtomicU64::new(0),
+            alerts_over_budget: AtomicU64::new(0),
             decision_to_answer_us: histogram(),
             event_to_revoked_us: histogram(),
         }

@@ -18,6 +18,7 @@ use crate::config::RevokerConfig;
 use crate::handles::{HandleStore, Put};
 use crate::ledger::{Begin, Change, Ledger, LedgerError, Record, State};
 use crate::metrics::RevokerMetrics;
+use crate::webhook::outbox::{Entry as OutboxEntry, Outbox, OutboxError};
 use crate::webhook::payload::{DecisionAlert, Envelope, RevocationAlert, SystemData, Timings};
 use crate::webhook::{Outgoing, WebhookError, Webhooks};
 
@@ -66,6 +67,8 @@ pub enum BuildError {
     Http(String),
     #[error("cannot create the Kafka producer: {0}")]
     Kafka(rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
 }
 
 /// A revocation not done yet.
@@ -105,6 +108,21 @@ pub struct Revoker {
     /// Ledger keys that already raised their `revocation_failing` or
     /// `revocation_awaiting_secret` alert.
     alerted: std::collections::HashSet<String>,
+    /// Deliveries a previous run left in the outbox, sent at start.
+    recovered: Vec<OutboxEntry>,
+    /// Whether each delivery queued since the batch began is in the outbox.
+    stored: Vec<oneshot::Receiver<bool>>,
+    /// Alert messages sent in the current minute, and those over budget.
+    alert_budget: AlertBudget,
+}
+
+/// At most `per_minute` alert messages a minute; the rest are counted and
+/// summed up in one system alert when the minute ends.
+#[derive(Debug, Default)]
+struct AlertBudget {
+    window_start_ms: i64,
+    sent: u32,
+    suppressed: u64,
 }
 
 fn now_ms() -> i64 {
@@ -206,21 +224,31 @@ impl Revoker {
                 Arc::new(Adapter::build(name, issuer, client.clone())?),
             );
         }
-        let (ledger, dead_letter) = match kafka {
+        let (ledger, dead_letter, outbox, recovered) = match kafka {
             Some(k) => {
-                let producer = k.create().map_err(BuildError::Kafka)?;
+                let producer: rdkafka::producer::FutureProducer =
+                    k.create().map_err(BuildError::Kafka)?;
+                let recovered = if config.webhooks.is_empty() {
+                    Vec::new()
+                } else {
+                    Outbox::pending(k, &config.webhook_outbox_topic)?
+                };
                 (
                     Ledger::rebuild(k, &config.ledger_topic)?,
-                    Some((producer, config.webhook_dead_letter_topic.clone())),
+                    Some((producer.clone(), config.webhook_dead_letter_topic.clone())),
+                    Some(Outbox::new(producer, config.webhook_outbox_topic.clone())),
+                    recovered,
                 )
             }
-            None => (Ledger::in_memory(), None),
+            None => (Ledger::in_memory(), None, None, Vec::new()),
         };
         let allow_loopback = config.webhooks.iter().any(|w| w.allow_loopback);
         let webhooks = Webhooks::build(
             &config.webhooks,
             webhook_client(config.request_timeout, allow_loopback)?,
             dead_letter,
+            outbox,
+            config.webhook_max_in_flight,
         )?;
         for adapter in adapters.values() {
             if let Some(url) = adapter.warm_url() {
@@ -252,6 +280,9 @@ impl Revoker {
             seed: 0x5DEE_CE66_D1CE_4E5B,
             open: HashMap::new(),
             alerted: Default::default(),
+            recovered,
+            stored: Vec::new(),
+            alert_budget: AlertBudget::default(),
         })
     }
 
@@ -286,6 +317,11 @@ impl Revoker {
             }
             // The heartbeat also paces the overdue checks; the first tick is
             // immediate, so orphaned revocations are taken over at start.
+            let recovered = std::mem::take(&mut self.recovered);
+            if !recovered.is_empty() {
+                info!(deliveries = recovered.len(), "Resending webhook deliveries left in the outbox.");
+                self.webhooks.resend(recovered);
+            }
             let mut overdue = tokio::time::interval(
                 (self.config.liveness_timeout / 3).max(Duration::from_millis(100)),
             );
@@ -304,6 +340,9 @@ impl Revoker {
                     _ = overdue.tick() => {
                         self.keep_alive(now_ms()).await;
                         self.alert_overdue(now_ms());
+                        self.end_alert_minute(now_ms());
+                        // Deliveries queued outside a batch need no waiting.
+                        self.stored.clear();
                     }
                 }
             }
@@ -349,6 +388,7 @@ impl Revoker {
                 alerts,
                 handed,
             } => {
+                self.stored.clear();
                 let mut ok = true;
                 for d in &decisions {
                     ok &= self.on_decision(d).await;
@@ -356,8 +396,16 @@ impl Revoker {
                 for a in &alerts {
                     self.send_system(a);
                 }
+                // Acknowledged once its alerts are in the outbox too.
+                for stored in std::mem::take(&mut self.stored) {
+                    ok &= stored.await.unwrap_or(false);
+                }
                 if ok {
                     let _ = handed.send(());
+                } else {
+                    error!(
+                        "Decisions or their alerts could not be made durable; the batch stays unacknowledged."
+                    );
                 }
             }
             Command::Manual {
@@ -415,6 +463,9 @@ impl Revoker {
                 Err(()) => return false,
             }
         }
+        if d.action == Action::Alert && !self.alert_within_budget(decided_at) {
+            return true;
+        }
         let timings = Timings::new(d.event_ts_ms, d.kafka_ts_ms, decided_at, None, false);
         let data = DecisionAlert {
             decision: d,
@@ -422,7 +473,8 @@ impl Revoker {
             config_hash: &self.config_hash,
             timings,
         };
-        self.send_webhook(d.id.clone(), "tokenwatch.decision", d.action, &data);
+        let stored = self.send_webhook(d.id.clone(), "tokenwatch.decision", d.action, &data);
+        self.stored.extend(stored);
         true
     }
 
@@ -794,7 +846,8 @@ impl Revoker {
             State::AwaitingSecret => format!("{}.revocation.awaiting_secret", record.decision_id),
             _ => format!("{}.revocation", record.decision_id),
         };
-        self.send_webhook(id, "tokenwatch.revocation", Action::Revoke, &data);
+        let stored = self.send_webhook(id, "tokenwatch.revocation", Action::Revoke, &data);
+        self.stored.extend(stored);
     }
 
     /// Starts a revocation that was waiting for `issuer/token_id`'s secret,
@@ -897,7 +950,50 @@ impl Revoker {
         }
     }
 
-    fn send_system(&self, alert: &SystemAlert) {
+    /// Takes one alert message from the budget; false if the minute's is
+    /// spent (the decision is still logged and in `/v1/decisions`).
+    fn alert_within_budget(&mut self, now_ms: i64) -> bool {
+        self.end_alert_minute(now_ms);
+        if self.alert_budget.sent >= self.config.alert_budget_per_minute {
+            self.alert_budget.suppressed += 1;
+            self.metrics
+                .alerts_over_budget
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return false;
+        }
+        self.alert_budget.sent += 1;
+        true
+    }
+
+    /// Closes the budget's minute once it has passed, with one system
+    /// alert for what it held back.
+    fn end_alert_minute(&mut self, now_ms: i64) {
+        if now_ms - self.alert_budget.window_start_ms < 60_000 {
+            return;
+        }
+        let suppressed = std::mem::take(&mut self.alert_budget.suppressed);
+        self.alert_budget = AlertBudget {
+            window_start_ms: now_ms,
+            ..Default::default()
+        };
+        if suppressed > 0 {
+            warn!(
+                suppressed,
+                "Alert budget exceeded: alert messages were held back."
+            );
+            self.send_system(&SystemAlert {
+                kind: "alert_budget_exceeded",
+                message: format!(
+                    "{suppressed} alert message(s) over the budget of {} a minute were not sent; they are in the log and GET /v1/decisions. Revocations and system alerts are always sent.",
+                    self.config.alert_budget_per_minute
+                ),
+                issuer: None,
+                ts_ms: now_ms,
+            });
+        }
+    }
+
+    fn send_system(&mut self, alert: &SystemAlert) {
         let id = Decision::make_id(&[
             alert.kind,
             alert.issuer.as_deref().unwrap_or(""),
@@ -907,18 +1003,20 @@ impl Revoker {
             alert,
             config_hash: &self.config_hash,
         };
-        self.send_webhook(id, "tokenwatch.system", Action::Revoke, &data);
+        let stored = self.send_webhook(id, "tokenwatch.system", Action::Revoke, &data);
+        self.stored.extend(stored);
     }
 
+    /// Queues a message; the receivers say when it is in the outbox.
     fn send_webhook<T: serde::Serialize>(
         &self,
         id: String,
         kind: &'static str,
         action: Action,
         data: &T,
-    ) {
+    ) -> Vec<oneshot::Receiver<bool>> {
         if self.webhooks.is_empty() {
-            return;
+            return Vec::new();
         }
         let envelope = Envelope {
             kind,
@@ -932,7 +1030,10 @@ impl Revoker {
                 action,
                 body: Arc::new(body),
             }),
-            Err(e) => warn!(error = %e, "Cannot serialize an alert."),
+            Err(e) => {
+                warn!(error = %e, "Cannot serialize an alert.");
+                Vec::new()
+            }
         }
     }
 }

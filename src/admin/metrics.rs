@@ -390,6 +390,18 @@ pub fn render(s: &AdminState) -> String {
     );
     family(
         &mut out,
+        "tokenwatch_alerts_over_budget_total",
+        "counter",
+        "Alert messages held back by revoker.alert_budget_per_minute.",
+    );
+    sample(
+        &mut out,
+        "tokenwatch_alerts_over_budget_total",
+        "",
+        s.revoker.alerts_over_budget.load(Relaxed),
+    );
+    family(
+        &mut out,
         "tokenwatch_ledger_write_failures_total",
         "counter",
         "Failed ledger writes of a new revocation (each retry counts); the issuer is not called until one succeeds.",

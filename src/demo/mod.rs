@@ -106,6 +106,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         ("tokenwatch-dead-letter", 1),
         ("tokenwatch-revocations", 1),
         ("tokenwatch-webhook-dead-letter", 1),
+        ("tokenwatch-webhook-outbox", 1),
     ] {
         cluster
             .create_topic(topic, partitions, 1)

@@ -54,7 +54,15 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-async fn start(config: RevokerConfig, with_kafka: bool) -> Running {
+async fn start(mut config: RevokerConfig, with_kafka: bool) -> Running {
+    // Each test its own outbox, created like the ledger topic.
+    if with_kafka
+        && !config.webhooks.is_empty()
+        && config.webhook_outbox_topic == RevokerConfig::default().webhook_outbox_topic
+    {
+        config.webhook_outbox_topic = unique_name("outbox");
+        create_topic(&config.webhook_outbox_topic, 1).await;
+    }
     let built = tokio::task::spawn_blocking(move || {
         Revoker::build(&config, with_kafka.then(kafka).as_ref(), "cfg_e2e".into())
     })
@@ -586,4 +594,99 @@ async fn a_canary_secret_never_reaches_the_ledger_topic_or_webhooks() {
             "ledger topic leaked the secret"
         );
     }
+}
+
+/// Issue 11, section 2: alerts are at-least-once. The receiver is down and
+/// the deliveries sit in their retry schedule when the revoker dies. Before,
+/// they were detached tasks and lost; now they wait in the outbox topic and
+/// the next start sends them, with the same webhook ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_pending_at_a_crash_are_sent_after_the_restart() {
+    let (ledger, outbox) = (unique_name("ledger-outbox"), unique_name("outbox"));
+    create_topic(&ledger, 1).await;
+    create_topic(&outbox, 1).await;
+    let issuer = TestServer::start(Reply::status(200)).await;
+    let hooks = TestServer::start(Reply::status(503)).await;
+    unsafe { std::env::set_var("TW_E2E_WHSEC_OUTBOX", WHSEC) };
+    let mut config = RevokerConfig {
+        ledger_topic: ledger,
+        webhook_outbox_topic: outbox.clone(),
+        retry: quick_retries(),
+        liveness_timeout: Duration::from_secs(2),
+        webhooks: vec![WebhookConfig {
+            url: hooks.url("/hooks"),
+            secret_envs: vec!["TW_E2E_WHSEC_OUTBOX".into()],
+            min_action: Action::Alert,
+            retry_schedule: vec![Duration::from_secs(600)],
+            timeout: Duration::from_secs(2),
+            allow_loopback: true,
+        }],
+        ..Default::default()
+    };
+    config.issuers.insert("iss".into(), http_issuer(&issuer));
+
+    let first = start(config.clone(), true).await;
+    first
+        .decide(vec![decision("iss", "ob-1", "p", Action::Revoke)])
+        .await;
+    first.record("iss", "ob-1", State::Revoked).await;
+    // The decision and the revocation message each failed once and now
+    // wait ten minutes for their retry: then the process dies.
+    let failed = hooks.wait_for(2, Duration::from_secs(20)).await;
+    let mut ids: Vec<String> = failed
+        .iter()
+        .map(|q| q.header("webhook-id").unwrap().to_string())
+        .collect();
+    ids.sort();
+    first.task.abort();
+    let _ = first.task.await;
+
+    hooks.set_default(Reply::status(204));
+    let second = start(config.clone(), true).await;
+    let delivered = |ids: &[String]| {
+        let mut ok: Vec<String> = hooks
+            .requests()
+            .iter()
+            .filter(|q| q.status == 204)
+            .map(|q| q.header("webhook-id").unwrap().to_string())
+            .collect();
+        ok.sort();
+        ok.dedup();
+        ok == ids
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !delivered(&ids) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pending deliveries were not resent: {:?}",
+            hooks
+                .requests()
+                .iter()
+                .map(|q| (q.status, q.header("webhook-id").map(str::to_owned)))
+                .collect::<Vec<_>>()
+        );
+        hooks
+            .wait_for(hooks.requests().len() + 1, Duration::from_secs(30))
+            .await;
+    }
+    second.stop().await;
+    let client = kafka();
+    let left = tokio::task::spawn_blocking(move || {
+        revoker::webhook::outbox::Outbox::pending(&client, &outbox).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        left.is_empty(),
+        "delivered deliveries leave the outbox: {left:?}"
+    );
+    assert_eq!(
+        issuer
+            .requests()
+            .iter()
+            .filter(|q| q.method == "POST")
+            .count(),
+        1,
+        "the restart resent alerts, not the revocation"
+    );
 }

@@ -50,6 +50,8 @@ pub async fn config(name: &str, topic: &str) -> tokenwatch::Config {
     config.ingest.dead_letter_topic = unique_name(&format!("{name}-dlq"));
     config.revoker.ledger_topic = unique_name(&format!("{name}-ledger"));
     create_topic(&config.revoker.ledger_topic, 1).await;
+    config.revoker.webhook_outbox_topic = unique_name(&format!("{name}-outbox"));
+    create_topic(&config.revoker.webhook_outbox_topic, 1).await;
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.admin.probe_listen = "127.0.0.1:0".parse().unwrap();
     config

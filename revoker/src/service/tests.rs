@@ -487,3 +487,48 @@ async fn webhooks_never_reach_this_machine_unless_allowed() {
     assert_eq!(allowed.status(), 200);
     assert_eq!(hooks.requests().len(), 1);
 }
+
+/// Issue 11, section 2: an alert storm cannot grow the work without limit:
+/// alert messages past the budget are counted, not sent; revocations are
+/// always sent.
+#[tokio::test]
+async fn alert_messages_past_the_budget_are_counted_not_sent() {
+    let issuer = TestServer::start(Reply::status(200)).await;
+    let hooks = TestServer::start(Reply::status(200)).await;
+    unsafe {
+        std::env::set_var(
+            "TW_TEST_WHSEC_BUDGET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+    };
+    let mut cfg = config(http_issuer(&issuer));
+    cfg.webhooks = vec![webhook(&hooks, "TW_TEST_WHSEC_BUDGET")];
+    cfg.alert_budget_per_minute = 2;
+    let r = start(&cfg);
+    let alerts: Vec<Decision> = (0..5)
+        .map(|n| {
+            let mut d = decision(&format!("tok-alert-{n}"), n);
+            d.action = Action::Alert;
+            d
+        })
+        .collect();
+    r.decide(alerts).await;
+    r.decide(vec![decision("tok-revoke", 9)]).await;
+    r.until("tok-revoke", State::Revoked).await;
+    // Two alerts, the revoke's decision and its revocation message.
+    let seen = hooks.wait_for(4, WAIT).await;
+    let alert_messages = seen
+        .iter()
+        .filter(|q| {
+            let b: serde_json::Value = serde_json::from_slice(&q.body).unwrap();
+            b["type"] == "tokenwatch.decision" && b["data"]["action"] == "alert"
+        })
+        .count();
+    assert_eq!(alert_messages, 2);
+    assert_eq!(
+        r.metrics
+            .alerts_over_budget
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+}

@@ -2,8 +2,11 @@
 //! schedule (honouring `Retry-After` on 429 and 503), an endpoint that
 //! answers `410 Gone` is disabled, and a delivery that exhausts its retries
 //! goes to a dead-letter topic. The message id is deterministic, so a
-//! replayed decision reuses it and receivers can deduplicate.
+//! replayed decision reuses it and receivers can deduplicate. Every
+//! delivery sits in the [`outbox`] until it is done, so a restart resumes
+//! it, and at most `webhook_max_in_flight` are attempted at once.
 
+pub mod outbox;
 pub mod payload;
 pub mod sign;
 
@@ -18,6 +21,7 @@ use tracing::{error, warn};
 
 use crate::adapters::retry_after;
 use crate::config::WebhookConfig;
+use outbox::{Entry, Outbox};
 
 /// One message for every endpoint.
 #[derive(Debug, Clone)]
@@ -57,6 +61,10 @@ pub struct Webhooks {
     clock: fn() -> i64,
     /// Deliveries not yet finished (delivered or dead-lettered).
     in_flight: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
+    /// Where deliveries wait until done; `None` without Kafka (tests).
+    outbox: Option<Outbox>,
+    /// Deliveries attempted at once.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// Errors building the webhook sender.
@@ -79,6 +87,8 @@ impl Webhooks {
         configs: &[WebhookConfig],
         client: reqwest::Client,
         dead_letter: Option<(FutureProducer, String)>,
+        outbox: Option<Outbox>,
+        max_in_flight: usize,
     ) -> Result<Self, WebhookError> {
         let mut endpoints = Vec::new();
         for c in configs {
@@ -108,6 +118,8 @@ impl Webhooks {
             metrics: Arc::default(),
             clock: now_s,
             in_flight: Arc::default(),
+            outbox,
+            permits: Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
         })
     }
 
@@ -122,21 +134,82 @@ impl Webhooks {
 
     /// Queues `msg` for every endpoint that wants it; each delivery runs on
     /// its own task, so one slow endpoint or message holds up no other.
-    pub fn send(&self, msg: Outgoing) {
+    /// Each returned receiver says whether its delivery is in the outbox
+    /// (always true without one): a batch is acknowledged only after.
+    pub fn send(&self, msg: Outgoing) -> Vec<tokio::sync::oneshot::Receiver<bool>> {
+        let mut stored = Vec::new();
         for i in 0..self.endpoints.len() {
             if msg.action < self.endpoints[i].config.min_action {
                 continue;
             }
-            let this = self.clone();
-            let msg = msg.clone();
-            self.in_flight.0.fetch_add(1, Relaxed);
-            tokio::spawn(async move {
-                this.deliver(i, msg).await;
-                if this.in_flight.0.fetch_sub(1, Relaxed) == 1 {
-                    this.in_flight.1.notify_waiters();
-                }
-            });
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            stored.push(rx);
+            let entry = Entry::new(&msg, self.endpoints[i].config.url.as_str());
+            self.spawn(i, msg.clone(), entry, Some(tx));
         }
+        stored
+    }
+
+    /// Delivers what a previous run left in the outbox.
+    pub fn resend(&self, entries: Vec<Entry>) {
+        for entry in entries {
+            match self
+                .endpoints
+                .iter()
+                .position(|e| e.config.url.as_str() == entry.url)
+            {
+                Some(i) => self.spawn(i, entry.outgoing(), entry, None),
+                None => {
+                    warn!(url = %entry.url, id = %entry.id, "A webhook delivery left in the outbox is for an endpoint no longer configured; dropped.");
+                    if let Some(outbox) = self.outbox.clone() {
+                        tokio::spawn(async move {
+                            let _ = outbox.done(&entry).await;
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// One delivery: into the outbox first (unless `stored` is `None`: it
+    /// is there already), then attempted, then out of the outbox.
+    fn spawn(
+        &self,
+        i: usize,
+        msg: Outgoing,
+        entry: Entry,
+        stored: Option<tokio::sync::oneshot::Sender<bool>>,
+    ) {
+        let this = self.clone();
+        self.in_flight.0.fetch_add(1, Relaxed);
+        tokio::spawn(async move {
+            let in_outbox = match (&this.outbox, stored) {
+                (Some(outbox), Some(tx)) => {
+                    let put = outbox.put(&entry).await;
+                    if let Err(e) = &put {
+                        error!(error = %e, id = %msg.id, "Cannot write a webhook delivery to the outbox.");
+                    }
+                    let _ = tx.send(put.is_ok());
+                    put.is_ok()
+                }
+                (None, Some(tx)) => {
+                    let _ = tx.send(true);
+                    false
+                }
+                (outbox, None) => outbox.is_some(),
+            };
+            if let Ok(_permit) = this.permits.acquire().await {
+                this.deliver(i, msg).await;
+            }
+            if in_outbox && let Some(outbox) = &this.outbox {
+                if let Err(e) = outbox.done(&entry).await {
+                    warn!(error = %e, id = %entry.id, "Cannot clear a finished webhook delivery from the outbox; it may be sent again after a restart.");
+                }
+            }
+            if this.in_flight.0.fetch_sub(1, Relaxed) == 1 {
+                this.in_flight.1.notify_waiters();
+            }
+        });
     }
 
     /// Waits until every queued delivery has finished (delivered or

@@ -22,6 +22,8 @@ fn hooks(server: &TestServer, env: &str, schedule: &[u64]) -> Webhooks {
         &[config],
         crate::service::http_client(Duration::from_secs(2)).unwrap(),
         None,
+        None,
+        100,
     )
     .unwrap()
 }
@@ -118,6 +120,8 @@ async fn endpoints_filter_by_action() {
         &[config],
         crate::service::http_client(Duration::from_secs(2)).unwrap(),
         None,
+        None,
+        100,
     )
     .unwrap();
     w.send(Outgoing {
