@@ -201,10 +201,11 @@ impl Webhooks {
             if let Ok(_permit) = this.permits.acquire().await {
                 this.deliver(i, msg).await;
             }
-            if in_outbox && let Some(outbox) = &this.outbox {
-                if let Err(e) = outbox.done(&entry).await {
-                    warn!(error = %e, id = %entry.id, "Cannot clear a finished webhook delivery from the outbox; it may be sent again after a restart.");
-                }
+            if in_outbox
+                && let Some(outbox) = &this.outbox
+                && let Err(e) = outbox.done(&entry).await
+            {
+                warn!(error = %e, id = %entry.id, "Cannot clear a finished webhook delivery from the outbox; it may be sent again after a restart.");
             }
             if this.in_flight.0.fetch_sub(1, Relaxed) == 1 {
                 this.in_flight.1.notify_waiters();
