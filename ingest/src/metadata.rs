@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::TokenMetadata;
@@ -63,7 +64,10 @@ impl MetadataSource {
         c.set("group.id", format!("{}-metadata", config.group_id))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false");
+            // The end of a partition is what catch-up waits for: a topic
+            // written in transactions ends in a commit marker, which takes
+            // an offset but is never delivered as a record.
+            .set("enable.partition.eof", "true");
         let consumer: StreamConsumer = c.create().map_err(|source| BuildError::Kafka {
             client: "metadata consumer",
             source,
@@ -131,7 +135,20 @@ impl MetadataSource {
                 return Ok(());
             }
             loop {
-                let msg = self.consumer.recv().await.map_err(RunError::Consume)?;
+                let msg = match self.consumer.recv().await {
+                    Ok(msg) => msg,
+                    Err(KafkaError::PartitionEOF(partition)) => {
+                        if self.reached(partition, i64::MAX, &output).await.is_err() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    Err(e @ KafkaError::MessageConsumptionFatal(_)) => return Err(RunError::Consume(e)),
+                    Err(e) => {
+                        warn!(error = %e, "Error reading the token-metadata topic; the client retries.");
+                        continue;
+                    }
+                };
                 let (partition, offset) = (msg.partition(), msg.offset());
                 match parse(msg.key(), msg.payload()) {
                     Ok(update) => {
@@ -148,24 +165,43 @@ impl MetadataSource {
                         );
                     }
                 }
-                if !self.targets.is_empty() {
-                    self.targets
-                        .retain(|&(p, high)| !(p == partition && offset + 1 >= high));
-                    if self.targets.is_empty() {
-                        self.progress.caught_up.store(true, Relaxed);
-                        info!(
-                            applied = self.progress.applied.load(Relaxed),
-                            "Token metadata caught up."
-                        );
-                        if output.send(MetadataUpdate::CaughtUp).await.is_err() {
-                            return Ok(());
-                        }
-                    }
+                if self.reached(partition, offset + 1, &output).await.is_err() {
+                    return Ok(());
                 }
             }
         }
         .instrument(span)
         .await
+    }
+}
+
+impl MetadataSource {
+    /// Notes that `partition` was read up to `next` (its end, for
+    /// `i64::MAX`), and sends [`MetadataUpdate::CaughtUp`] once every
+    /// partition has reached where it stood at start. Err: output closed.
+    async fn reached(
+        &mut self,
+        partition: i32,
+        next: i64,
+        output: &mpsc::Sender<MetadataUpdate>,
+    ) -> Result<(), ()> {
+        if self.targets.is_empty() {
+            return Ok(());
+        }
+        self.targets
+            .retain(|&(p, high)| !(p == partition && next >= high));
+        if self.targets.is_empty() {
+            self.progress.caught_up.store(true, Relaxed);
+            info!(
+                applied = self.progress.applied.load(Relaxed),
+                "Token metadata caught up."
+            );
+            output
+                .send(MetadataUpdate::CaughtUp)
+                .await
+                .map_err(|_| ())?;
+        }
+        Ok(())
     }
 }
 
