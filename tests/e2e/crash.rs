@@ -57,21 +57,34 @@ async fn killed_repeatedly_it_still_processes_everything_and_revokes_once() {
         .iter()
         .map(|e| (e.token_id.clone(), e.to_json().into_bytes()))
         .collect();
+    // Each life gets a fresh chunk while it runs, and the next chunk waits
+    // for the kill: production follows the lives, not a clock.
+    let (next_chunk, mut go) = tokio::sync::mpsc::channel::<()>(1);
     let producing = {
         let topic = topic.clone();
         tokio::spawn(async move {
-            for chunk in records.chunks(3_000) {
+            let mut chunks = records.chunks(records.len().div_ceil(4));
+            for chunk in chunks.by_ref().take(3) {
+                if go.recv().await.is_none() {
+                    return;
+                }
                 produce(&topic, chunk).await;
-                tokio::time::sleep(Duration::from_millis(600)).await;
+            }
+            // The rest once the last kill is done.
+            let _ = go.recv().await;
+            for chunk in chunks {
+                produce(&topic, chunk).await;
             }
         })
     };
     let (group, t) = (config.ingest.group_id.clone(), topic.clone());
 
-    // Three lives ended by SIGKILL, each after committing some progress.
+    // Three lives ended by SIGKILL, each after committing some progress
+    // while its chunk was still arriving.
     let mut last = 0;
     for life in 0..3 {
         let mut child = spawn(&path, life);
+        next_chunk.send(()).await.unwrap();
         let target = last + 1;
         until(
             &format!("life {life} to commit progress (logs in {})", dir.display()),
@@ -79,14 +92,11 @@ async fn killed_repeatedly_it_still_processes_everything_and_revokes_once() {
             || progress(&group, &t, 4).0 >= target,
         )
         .await;
-        assert!(
-            !producing.is_finished(),
-            "life {life} is killed while events are still arriving"
-        );
         child.kill().unwrap();
         child.wait().unwrap();
         last = progress(&group, &t, 4).0;
     }
+    next_chunk.send(()).await.unwrap();
     producing.await.unwrap();
     let (_, end) = progress(&group, &t, 4);
     assert_eq!(end as usize, scenario.events.len());

@@ -208,7 +208,8 @@ async fn sighup_reloads_rules_and_a_bad_set_keeps_the_old_one() {
 async fn geoip_and_metadata_files_reload_live_and_a_bad_file_keeps_the_old_one() {
     use revoker::IssuerConfig;
     use revoker::testing::{Reply, TestServer};
-    let fixtures = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/geoip"));
+    let fixtures =
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/geoip"));
     let topic = unique_name("hot-events");
     create_topic(&topic, 1).await;
     let issuer = TestServer::start(Reply::status(200)).await;
@@ -270,26 +271,38 @@ async fn geoip_and_metadata_files_reload_live_and_a_bad_file_keeps_the_old_one()
         (token.to_string(), e.to_json().into_bytes())
     };
     let gb_alerts = || logged("from_gb");
-    until(&format!("the pipeline to start (log {})", log.display()), Duration::from_secs(60), || {
-        logged("Ingest started.") > 0
-    })
+    until(
+        &format!("the pipeline to start (log {})", log.display()),
+        Duration::from_secs(60),
+        || logged("Ingest started.") > 0,
+    )
     .await;
 
     // Before any reload: no GB, and t2 is bound to nothing.
-    support::produce(&topic, &[call("g1", [81, 2, 69, 142]), call("t2", [203, 0, 113, 2])]).await;
+    support::produce(
+        &topic,
+        &[call("g1", [81, 2, 69, 142]), call("t2", [203, 0, 113, 2])],
+    )
+    .await;
     // A marker event that is revoked, so we know both were judged.
     support::produce(&topic, &[call("t1", [203, 0, 113, 1])]).await;
     until("t1 to be revoked", Duration::from_secs(30), || {
         support::revoked_tokens(&issuer) == ["t1"]
     })
     .await;
-    assert_eq!(gb_alerts(), 0, "81.2.69.142 is unknown to the first database");
+    assert_eq!(
+        gb_alerts(),
+        0,
+        "81.2.69.142 is unknown to the first database"
+    );
 
     // A file change, no signal: the metadata file binds t2 now.
     std::fs::write(&tokens, bound(&["t1", "t2"])).unwrap();
-    until("the metadata file to reload on its change", Duration::from_secs(30), || {
-        logged("Token metadata file reloaded.") >= 1
-    })
+    until(
+        "the metadata file to reload on its change",
+        Duration::from_secs(30),
+        || logged("Token metadata file reloaded.") >= 1,
+    )
     .await;
     support::produce(&topic, &[call("t2", [203, 0, 113, 2])]).await;
     until("t2 to be revoked", Duration::from_secs(30), || {
@@ -302,36 +315,54 @@ async fn geoip_and_metadata_files_reload_live_and_a_bad_file_keeps_the_old_one()
     std::fs::copy(fixtures.join("GeoIP2-City-Test.mmdb"), &next).unwrap();
     std::fs::rename(&next, &city).unwrap();
     hangup(&child.0);
-    until("the GeoIP databases to reload", Duration::from_secs(30), || {
-        logged("GeoIP databases reloaded.") >= 1
-    })
+    until(
+        "the GeoIP databases to reload",
+        Duration::from_secs(30),
+        || logged("GeoIP databases reloaded.") >= 1,
+    )
     .await;
     support::produce(&topic, &[call("g2", [81, 2, 69, 142])]).await;
-    until("an alert for the call from GB", Duration::from_secs(30), || gb_alerts() >= 1).await;
+    until(
+        "an alert for the call from GB",
+        Duration::from_secs(30),
+        || gb_alerts() >= 1,
+    )
+    .await;
 
     // Bad files and SIGHUP: both refused, the ones in use stay.
     std::fs::write(&next, b"not a MaxMind database").unwrap();
     std::fs::rename(&next, &city).unwrap();
     std::fs::write(&tokens, "{ not json\n").unwrap();
     hangup(&child.0);
-    until("both bad files to be refused", Duration::from_secs(30), || {
-        logged("GeoIP reload failed") >= 1 && logged("Token metadata file has errors") >= 1
-    })
+    until(
+        "both bad files to be refused",
+        Duration::from_secs(30),
+        || logged("GeoIP reload failed") >= 1 && logged("Token metadata file has errors") >= 1,
+    )
     .await;
     let alerts = gb_alerts();
-    support::produce(&topic, &[call("g3", [81, 2, 69, 142]), call("t3", [203, 0, 113, 3])]).await;
+    support::produce(
+        &topic,
+        &[call("g3", [81, 2, 69, 142]), call("t3", [203, 0, 113, 3])],
+    )
+    .await;
     std::fs::write(&tokens, bound(&["t1", "t2", "t3"])).unwrap();
     hangup(&child.0);
-    until("the good metadata file to reload", Duration::from_secs(30), || {
-        logged("Token metadata file reloaded.") >= 3
-    })
+    until(
+        "the good metadata file to reload",
+        Duration::from_secs(30),
+        || logged("Token metadata file reloaded.") >= 3,
+    )
     .await;
     support::produce(&topic, &[call("t3", [203, 0, 113, 3])]).await;
     until("t3 to be revoked", Duration::from_secs(30), || {
         support::revoked_tokens(&issuer) == ["t1", "t2", "t3"]
     })
     .await;
-    assert!(gb_alerts() > alerts, "the GB call after the bad GeoIP file still got a country");
+    assert!(
+        gb_alerts() > alerts,
+        "the GB call after the bad GeoIP file still got a country"
+    );
 
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
