@@ -157,3 +157,92 @@ async fn two_instances_and_the_cli_revoke_each_token_exactly_once() {
         won_by_hand
     );
 }
+
+/// Issue 11, section 2: `tokenwatch revoke` against an issuer that revokes
+/// by the raw token, which only a running instance can get from events.
+/// Before, the command failed the revocation for good. Now it is recorded as
+/// `awaiting_secret`, the command says so, and the running instance sends it
+/// as soon as an event brings the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_oauth2_revocation_waits_for_the_secret_and_a_running_instance_sends_it() {
+    use revoker::config::ClientAuth;
+    const SECRET: &str = "at_manual_wait_31c9";
+    const KEY: &str = "manual-wait-fingerprint-key";
+    let issuer = TestServer::start(Reply::status(200)).await;
+    let topic = unique_name("manual-events");
+    create_topic(&topic, 1).await;
+    let mut config = support::config("manual", &topic).await;
+    config.ingest.fingerprint_key_env = "TW_E2E_MANUAL_FP".into();
+    config.revoker.issuers.insert(
+        "oauth".into(),
+        IssuerConfig::Oauth2 {
+            revocation_url: issuer.url("/revoke"),
+            client_id: "tw".into(),
+            client_secret_env: "TW_E2E_MANUAL_CLIENT".into(),
+            client_auth: ClientAuth::ClientSecretBasic,
+            token_type_hint: None,
+            introspection_url: None,
+        },
+    );
+    config.revoker.liveness_timeout = Duration::from_secs(2);
+    config.admin.enabled = false;
+    let dir = support::temp_dir();
+    let path = dir.join("tokenwatch.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let envs = [
+        ("TW_E2E_MANUAL_FP", KEY),
+        ("TW_E2E_MANUAL_CLIENT", "client-secret"),
+    ];
+    let fp = schemas::Fingerprinter::new(KEY.as_bytes()).fingerprint(SECRET);
+
+    let log = std::fs::File::create(dir.join("run.log")).unwrap();
+    let run = support::tokenwatch()
+        .args(["run", "-c"])
+        .arg(&path)
+        .envs(envs)
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let manual = support::tokenwatch()
+        .args(["revoke", "-c"])
+        .arg(&path)
+        .args(["--issuer", "oauth", "--token", &fp])
+        .envs(envs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&manual.stderr);
+    assert!(!manual.status.success());
+    assert!(stderr.contains("awaiting_secret"), "{stderr}");
+    assert!(
+        issuer.requests().iter().all(|q| q.method != "POST"),
+        "nothing to send yet"
+    );
+
+    // An ordinary call with the token: the instance now holds the secret.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let event =
+        format!(r#"{{"ts":{now},"token":"{SECRET}","issuer":"oauth","action":"GET /v1/orders"}}"#);
+    produce(&topic, &[("k".into(), event.into_bytes())]).await;
+    until(
+        &format!(
+            "the running instance to send the manual revocation (logs in {})",
+            dir.display()
+        ),
+        Duration::from_secs(60),
+        || issuer.requests().iter().any(|q| q.method == "POST"),
+    )
+    .await;
+    stop(run);
+    let posts: Vec<_> = issuer
+        .requests()
+        .into_iter()
+        .filter(|q| q.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 1, "sent once");
+    assert!(posts[0].text().contains(SECRET), "with the raw token");
+}
