@@ -125,8 +125,9 @@ async fn the_first_event_is_judged_with_the_metadata_topic_applied() {
     let mut config = support::config("metadata", &topic).await;
     config.ingest.metadata_topic = Some(metadata.clone());
     let run = support::start(&config).await;
+    // Counted when its batch is taken, decided once the batch is done.
     until("the event to be decided", Duration::from_secs(60), || {
-        run.stats.events.load(Relaxed) >= 1
+        run.stats.recent(10).iter().any(|d| d.token_id == "t999")
     })
     .await;
     assert!(*run.stats.metadata_ready.borrow());
@@ -210,7 +211,7 @@ async fn no_event_is_judged_before_the_metadata_topic_is_applied() {
         "/readyz was seen answering 503 while the topic was applied"
     );
     until("the event to be judged", Duration::from_secs(60), || {
-        run.stats.events.load(Relaxed) >= 1
+        run.stats.recent(10).iter().any(|d| d.token_id == "t-last")
     })
     .await;
     let decisions = run.stats.recent(10);
