@@ -96,7 +96,9 @@ pub struct IngestConfig {
     /// record that reaches it), so a batch of big records stays bounded.
     #[serde(default = "default_batch_max_bytes")]
     pub batch_max_bytes: usize,
-    /// ...or when its first record has waited this long (e.g. `"5ms"`).
+    /// ...or when its first record has waited this long (e.g. `"5ms"`)
+    /// while records keep coming. When nothing more is fetched, a batch is
+    /// handed on at once.
     #[serde(default = "default_batch_linger", with = "humantime_serde")]
     pub batch_linger: Duration,
     /// Where a new consumer group starts: `earliest` or `latest`.

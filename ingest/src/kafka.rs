@@ -26,7 +26,7 @@ use crate::ack::{Ack, OffsetTracker};
 use crate::batcher::BatchBuilder;
 use crate::config::{IngestConfig, StartFrom};
 use crate::dead_letter::{self, DeadLetters};
-use crate::metrics::IngestMetrics;
+use crate::metrics::{BatchClose, IngestMetrics};
 use crate::{BuildError, Delivery, RunError};
 
 /// Dead-letter header names.
@@ -324,6 +324,7 @@ impl KafkaSource {
                 }
                 () = &mut linger, if lingering => {
                     lingering = false;
+                    self.metrics.closed(BatchClose::Linger);
                     state.flush(&output).await
                 }
                 msg = self.consumer.recv() => {
@@ -402,6 +403,10 @@ impl Loop<'_> {
     /// into the open batch; `true` when that filled and flushed it.
     /// Consumer errors that are not fatal are logged, counted and passed
     /// over: librdkafka retries them itself.
+    ///
+    /// Adaptive batching: once nothing more is fetched, the batch is handed
+    /// on at once; it only stays open (up to `batch_linger`) while records
+    /// keep coming, so a lone event never waits for the linger.
     async fn receive(
         &mut self,
         first: KafkaResult<BorrowedMessage<'_>>,
@@ -419,13 +424,19 @@ impl Loop<'_> {
             }
             if self.builder.is_full() {
                 self.flush(output).await?;
+                self.source.metrics.closed(BatchClose::Full);
                 return Ok(true);
             }
             // Take whatever else is already fetched without going back
             // through select!: the common case under load.
             next = self.source.consumer.recv().now_or_never();
         }
-        Ok(false)
+        if self.builder.is_empty() {
+            return Ok(false);
+        }
+        self.flush(output).await?;
+        self.source.metrics.closed(BatchClose::Idle);
+        Ok(true)
     }
 
     /// Counts and logs a consumer error; returns it if it is fatal.

@@ -35,7 +35,7 @@ pub use config::{IngestConfig, StartFrom};
 pub use file::FileSource;
 pub use kafka::{KafkaSource, dead_letter_headers};
 pub use metadata::{MetadataProgress, MetadataSource, MetadataUpdate};
-pub use metrics::IngestMetrics;
+pub use metrics::{BatchClose, IngestMetrics};
 
 use schemas::{EventBatch, Secret};
 

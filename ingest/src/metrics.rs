@@ -31,6 +31,31 @@ pub struct IngestMetrics {
     pub skipped: AtomicU64,
     /// Consumer errors that did not stop ingest (librdkafka retries them).
     pub consumer_errors: AtomicU64,
+    /// Batches handed on, by why they closed, in [`BatchClose`] order.
+    pub batch_closes: [AtomicU64; 3],
+}
+
+/// Why a batch was handed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchClose {
+    /// It reached `batch_max_records` or `batch_max_bytes`.
+    Full = 0,
+    /// Nothing more was fetched: handed on at once (adaptive batching).
+    Idle = 1,
+    /// Records kept coming for `batch_linger`.
+    Linger = 2,
+}
+
+impl BatchClose {
+    pub const ALL: [BatchClose; 3] = [BatchClose::Full, BatchClose::Idle, BatchClose::Linger];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BatchClose::Full => "full",
+            BatchClose::Idle => "idle",
+            BatchClose::Linger => "linger",
+        }
+    }
 }
 
 /// Per-batch tallies, added to [`IngestMetrics`] in one go.
@@ -44,6 +69,14 @@ pub struct Tally {
 }
 
 impl IngestMetrics {
+    pub fn closed(&self, why: BatchClose) {
+        self.batch_closes[why as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn closes(&self, why: BatchClose) -> u64 {
+        self.batch_closes[why as usize].load(Relaxed)
+    }
+
     pub fn add(&self, t: &Tally) {
         self.records.fetch_add(t.records, Relaxed);
         self.events.fetch_add(t.events, Relaxed);

@@ -114,6 +114,20 @@ pub fn render(s: &AdminState) -> String {
     }
     family(
         &mut out,
+        "tokenwatch_ingest_batch_closes_total",
+        "counter",
+        "Batches handed on, by why: full, idle (nothing more fetched: handed on at once) or linger.",
+    );
+    for why in ingest::BatchClose::ALL {
+        sample(
+            &mut out,
+            "tokenwatch_ingest_batch_closes_total",
+            &format!("reason=\"{}\"", why.name()),
+            i.closes(why),
+        );
+    }
+    family(
+        &mut out,
         "tokenwatch_consumer_errors_total",
         "counter",
         "Kafka consumer errors that did not stop ingest (the client retries them).",

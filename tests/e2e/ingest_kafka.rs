@@ -360,3 +360,43 @@ async fn dead_letter_copies_hold_no_secret_and_always_fit_the_topic() {
             .is_some_and(|k| k.starts_with(b"fp_"))
     );
 }
+
+/// Issue 12: adaptive batching. With a 10 s linger, a lone event is handed
+/// on as soon as nothing more is fetched; the counters say why its batch
+/// closed: idle, not linger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_event_is_handed_on_without_waiting_for_the_linger() {
+    use ingest::BatchClose;
+    let topic = unique_name("lone-events");
+    let dlq = unique_name("lone-dlq");
+    create_topic(&topic, 1).await;
+    create_topic(&dlq, 1).await;
+    let mut cfg = config(&topic, &unique_name("group"), &dlq);
+    cfg.batch_linger = Duration::from_secs(10);
+    let metrics = Arc::new(IngestMetrics::default());
+    let source = KafkaSource::build(&cfg, metrics.clone()).unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(source.run(tx, async {
+        let _ = stop_rx.await;
+    }));
+    produce(&topic, &[good_record(7)]).await;
+    let delivery = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("the event is handed on")
+        .unwrap();
+    assert_eq!(delivery.batch.len(), 1);
+    assert_eq!(
+        metrics.closes(BatchClose::Idle),
+        1,
+        "closed because nothing more was fetched"
+    );
+    assert_eq!(
+        metrics.closes(BatchClose::Linger),
+        0,
+        "not by the 10 s linger"
+    );
+    delivery.ack.done();
+    let _ = stop_tx.send(());
+    task.await.unwrap().unwrap();
+}
