@@ -43,6 +43,9 @@ enum Command {
     },
     /// Zero-setup demo: in-process Kafka (librdkafka mock cluster), synthetic traffic.
     Demo(DemoOptions),
+    /// Speed against the local real broker: the run pipeline's drain rate
+    /// against a bare rust-rdkafka consumer's, in one run (R1).
+    Bench(crate::bench::BenchOptions),
     /// Run detection over NDJSON files or stdin; decisions go to stdout as NDJSON.
     /// Deterministic and dry run: nothing is revoked.
     Replay {
@@ -151,7 +154,10 @@ impl Cli {
         init_tracing(
             if matches!(
                 self.command,
-                Command::Demo(_) | Command::Replay { .. } | Command::Revoke { .. }
+                Command::Demo(_)
+                    | Command::Bench(_)
+                    | Command::Replay { .. }
+                    | Command::Revoke { .. }
             ) {
                 "warn,rdkafka=error"
             } else {
@@ -166,6 +172,9 @@ impl Cli {
             Command::Demo(options) => {
                 crate::demo::prepare_env();
                 runtime().and_then(|rt| rt.block_on(crate::demo::run(options)))
+            }
+            Command::Bench(options) => {
+                runtime().and_then(|rt| rt.block_on(crate::bench::run(options)).map(|_| ()))
             }
             Command::Replay {
                 config,

@@ -17,9 +17,12 @@
 //!   traps, for the demo and the end-to-end tests.
 //! - [`quality`]: `tokenwatch quality`, the labelled detection-quality
 //!   benchmark on real geography: the world, the generator, the scorer.
+//! - [`bench`]: `tokenwatch bench`, speed against the real broker, as
+//!   ratios to a bare consumer within one run.
 //! - [`cli`]: the command-line interface.
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -498,3 +498,43 @@ fn check_config_redacts_secret_kafka_properties() {
         "{stdout}"
     );
 }
+
+/// `tokenwatch bench` on the real broker, small: every figure is there and
+/// consistent. (Speed itself is not asserted: it is what the bench reports.)
+#[test]
+fn bench_reports_r1_from_one_run_against_the_real_broker() {
+    support::require_broker();
+    let json = temp("bench.json");
+    let out = tokenwatch()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TOKENWATCH_TEST_BROKERS", support::brokers())
+        .args([
+            "bench", "--events", "3000", "--tokens", "300", "--runs", "2", "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("| R1 throughput ratio"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["events"], 3000);
+    assert_eq!(r["bare_rates"].as_array().unwrap().len(), 2);
+    assert_eq!(r["pipeline_rates"].as_array().unwrap().len(), 2);
+    let (bare, piped, r1) = (
+        r["bare_median"].as_f64().unwrap(),
+        r["pipeline_median"].as_f64().unwrap(),
+        r["r1"].as_f64().unwrap(),
+    );
+    assert!(bare > 0.0 && piped > 0.0, "{r}");
+    assert!((r1 - piped / bare).abs() < 1e-9, "{r}");
+    assert!(
+        (300..=500).contains(&r["mean_payload_bytes"].as_u64().unwrap()),
+        "{r}"
+    );
+}

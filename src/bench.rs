@@ -1,0 +1,287 @@
+//! `tokenwatch bench`: speed measured as a user would see it, against the
+//! local real broker (`scripts/kafka start`), with ratios taken within one
+//! run (SPEC §9).
+//!
+//! R1, throughput: a topic is pre-loaded with realistic events, then
+//! drained alternately by a bare rust-rdkafka consumer (it touches each
+//! payload, nothing else) and by the `run` pipeline (every detector and the
+//! config's policy rules, the revoker on a loopback issuer, enforce mode),
+//! each with a fresh consumer group, `--runs` times each. The figure is the
+//! ratio of the medians.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde::Serialize;
+
+use crate::Config;
+use crate::pipeline::{self, FlowStats};
+
+/// `tokenwatch bench` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchOptions {
+    /// Config to run the pipeline with (detectors, rules, GeoIP); its
+    /// topics, group and issuers are replaced.
+    #[arg(short, long, default_value = "tokenwatch.example.toml")]
+    pub config: std::path::PathBuf,
+    /// Events pre-loaded into the topic.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: usize,
+    /// Distinct tokens among them.
+    #[arg(long, default_value_t = 100_000)]
+    pub tokens: usize,
+    /// Drains of each kind, alternating.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Also write every figure here, as JSON.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+/// Every figure of one bench run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub events: usize,
+    pub tokens: usize,
+    pub mean_payload_bytes: usize,
+    pub cores: usize,
+    /// Drain rates, events per second, in run order.
+    pub bare_rates: Vec<f64>,
+    pub pipeline_rates: Vec<f64>,
+    pub bare_median: f64,
+    pub pipeline_median: f64,
+    /// R1: pipeline median ÷ bare median.
+    pub r1: f64,
+    /// Revocations the loopback issuer received in the last pipeline run.
+    pub revocations: u64,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}-{nanos}")
+}
+
+async fn create_topic(brokers: &str, name: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for r in admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .with_context(|| format!("no broker at {brokers}? Start one with scripts/kafka start"))?
+    {
+        r.map_err(|(t, e)| anyhow::anyhow!("cannot create topic {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Pre-loads `n` realistic events over `tokens` tokens; returns the mean
+/// payload size.
+async fn preload(brokers: &str, topic: &str, n: usize, tokens: usize) -> anyhow::Result<usize> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("compression.type", "lz4")
+        .create()?;
+    let t0 = pipeline_now_ms() - n as i64;
+    let mut bytes = 0usize;
+    for i in 0..n {
+        let e = schemas::sample::realistic(i, tokens, t0);
+        let payload = e.to_json();
+        bytes += payload.len();
+        let mut record = FutureRecord::to(topic).key(&e.token_id).payload(&payload);
+        loop {
+            match producer.send_result(record) {
+                Ok(_) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(bytes / n.max(1))
+}
+
+fn pipeline_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A bare consumer draining `n` records, touching each payload.
+async fn bare_drain(brokers: &str, topic: &str, n: usize) -> anyhow::Result<f64> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("bench-bare"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let first = consumer.recv().await?;
+    let mut checksum = first.payload().map_or(0, <[u8]>::len);
+    drop(first);
+    let start = Instant::now();
+    for _ in 1..n {
+        let m = consumer.recv().await?;
+        checksum = checksum.wrapping_add(m.payload().map_or(0, <[u8]>::len));
+    }
+    std::hint::black_box(checksum);
+    Ok((n - 1) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The `run` pipeline draining `n` events with a fresh group and ledger.
+async fn pipeline_drain(base: &Config, n: usize) -> anyhow::Result<f64> {
+    let mut config = base.clone();
+    config.ingest.group_id = unique("bench-pipeline");
+    config.revoker.ledger_topic = unique("bench-ledger");
+    create_topic(&config.ingest.brokers, &config.revoker.ledger_topic, 1).await?;
+    let engine = pipeline::build_engine(&config)?;
+    let revoker = pipeline::build_revoker(&config).await?;
+    let metrics = Arc::new(ingest::IngestMetrics::default());
+    let stats = Arc::new(FlowStats::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = {
+        let (stats, metrics) = (stats.clone(), metrics.clone());
+        tokio::spawn(async move {
+            pipeline::run(&config, engine, revoker, metrics, stats, async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    let seen = || stats.events.load(Relaxed) as usize;
+    while seen() == 0 {
+        anyhow::ensure!(
+            !task.is_finished(),
+            "the pipeline stopped before the first event"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (start, from) = (Instant::now(), seen());
+    while seen() < n {
+        anyhow::ensure!(
+            !task.is_finished(),
+            "the pipeline stopped after {} events",
+            seen()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let rate = (n - from) as f64 / start.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    task.await??;
+    Ok(rate)
+}
+
+/// A loopback kill switch that answers 200 and counts calls.
+async fn loopback_issuer() -> anyhow::Result<(String, Arc<AtomicU64>)> {
+    let calls = Arc::new(AtomicU64::new(0));
+    let counted = calls.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, Relaxed);
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, calls))
+}
+
+pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(
+        options.events >= 2 && options.runs >= 1,
+        "--events ≥ 2 and --runs ≥ 1"
+    );
+    let mut config = Config::load(&options.config)?;
+    let brokers = std::env::var("TOKENWATCH_TEST_BROKERS").unwrap_or(config.ingest.brokers.clone());
+    let topic = unique("bench-events");
+    create_topic(&brokers, &topic, 4).await?;
+    create_topic(&brokers, &format!("{topic}-dlq"), 1).await?;
+    println!(
+        "pre-loading {} events over {} tokens into {topic} ...",
+        options.events, options.tokens
+    );
+    let mean_payload_bytes = preload(&brokers, &topic, options.events, options.tokens).await?;
+    let (issuer, calls) = loopback_issuer().await?;
+    config.ingest.brokers = brokers.clone();
+    config.ingest.topics = vec![topic.clone()];
+    config.ingest.dead_letter_topic = format!("{topic}-dlq");
+    config.ingest.metadata_topic = None;
+    config.decision.mode = schemas::Mode::Enforce;
+    config.revoker.webhooks.clear();
+    config.revoker.issuers.insert(
+        "oauth".into(),
+        revoker::IssuerConfig::post(format!("{issuer}/revoke/{{token_id}}")),
+    );
+    config.admin.enabled = false;
+
+    let (mut bare_rates, mut pipeline_rates) = (Vec::new(), Vec::new());
+    for run in 1..=options.runs {
+        let bare = bare_drain(&brokers, &topic, options.events).await?;
+        calls.store(0, Relaxed);
+        let piped = pipeline_drain(&config, options.events).await?;
+        println!("run {run}: bare {bare:>10.0} events/s, pipeline {piped:>10.0} events/s");
+        bare_rates.push(bare);
+        pipeline_rates.push(piped);
+    }
+    let (bare_median, pipeline_median) = (median(&bare_rates), median(&pipeline_rates));
+    let report = BenchReport {
+        events: options.events,
+        tokens: options.tokens,
+        mean_payload_bytes,
+        cores: std::thread::available_parallelism().map_or(1, usize::from),
+        bare_rates,
+        pipeline_rates,
+        bare_median,
+        pipeline_median,
+        r1: pipeline_median / bare_median,
+        revocations: calls.load(Relaxed),
+    };
+    println!();
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!(
+        "| R1 throughput ratio (pipeline ÷ bare, medians of {}) | {:.3} |",
+        options.runs, report.r1
+    );
+    println!(
+        "| pipeline drain | {:.0} events/s |",
+        report.pipeline_median
+    );
+    println!(
+        "| bare rust-rdkafka drain | {:.0} events/s |",
+        report.bare_median
+    );
+    println!(
+        "| events, tokens, mean payload, cores | {}, {}, {} B, {} |",
+        report.events, report.tokens, report.mean_payload_bytes, report.cores
+    );
+    if let Some(path) = &options.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(report)
+}
