@@ -423,8 +423,10 @@ impl Loop<'_> {
                 }
             }
             if self.builder.is_full() {
-                self.flush(output).await?;
+                // Counted before the batch is handed on, so whoever gets it
+                // sees why it closed.
                 self.source.metrics.closed(BatchClose::Full);
+                self.flush(output).await?;
                 return Ok(true);
             }
             // Take whatever else is already fetched without going back
@@ -434,8 +436,8 @@ impl Loop<'_> {
         if self.builder.is_empty() {
             return Ok(false);
         }
-        self.flush(output).await?;
         self.source.metrics.closed(BatchClose::Idle);
+        self.flush(output).await?;
         Ok(true)
     }
 
