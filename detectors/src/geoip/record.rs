@@ -7,8 +7,6 @@
 //! (`f64`) makes `maxminddb` refuse the other, so every number here goes
 //! through [`flex`].
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 use super::{Anonymity, GeoInfo};
@@ -91,18 +89,103 @@ struct Location {
     accuracy_radius: Option<u16>,
 }
 
-/// MaxMind nests the city name under `names`; DB-IP Lite has a string.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum CityField {
-    Named { names: BTreeMap<String, String> },
-    Flat(String),
+/// The city's name. MaxMind nests one per language under `names`; DB-IP
+/// Lite has a string. Read in one pass without buffering the record (an
+/// untagged enum would copy the whole map first): only the English name is
+/// kept, or, without one, the name of the first language in key order.
+struct CityName(Option<String>);
+
+impl<'de> Deserialize<'de> for CityName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CityVisitor)
+    }
+}
+
+struct CityVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CityVisitor {
+    type Value = CityName;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a city name, or a map with its names by language")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CityName, E> {
+        Ok(CityName(Some(v.to_string())))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<CityName, A::Error> {
+        let mut name = None;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if key.0 == "names" {
+                name = map.next_value::<Names>()?.0;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(CityName(name))
+    }
+}
+
+/// A map key, borrowed from the database when it can be.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// `names`: the English one, else the one of the smallest language key.
+struct Names(Option<String>);
+
+impl<'de> Deserialize<'de> for Names {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Names;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("names by language")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Names, A::Error> {
+                let mut english = None;
+                let mut first: Option<(std::borrow::Cow<'de, str>, String)> = None;
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    if key.0 == "en" {
+                        english = Some(map.next_value::<String>()?);
+                    } else if english.is_none() && first.as_ref().is_none_or(|(k, _)| key.0 < *k) {
+                        first = Some((key.0, map.next_value::<String>()?));
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(Names(english.or(first.map(|(_, v)| v))))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 #[derive(Deserialize)]
 pub(super) struct CityRecord {
     country: Option<IsoCode>,
-    city: Option<CityField>,
+    city: Option<CityName>,
     location: Option<Location>,
     // DB-IP Lite layout.
     country_code: Option<String>,
@@ -116,13 +199,7 @@ impl CityRecord {
     /// Fills `info`; a located record without a radius gets `assumed_km`.
     pub(super) fn fill(self, info: &mut GeoInfo, assumed_km: u16) {
         info.country = self.country.and_then(|c| c.iso_code).or(self.country_code);
-        info.city = match self.city {
-            Some(CityField::Named { mut names }) => {
-                names.remove("en").or_else(|| names.into_values().next())
-            }
-            Some(CityField::Flat(name)) => Some(name),
-            None => None,
-        };
+        info.city = self.city.and_then(|c| c.0);
         match self.location {
             Some(loc) => {
                 info.lat = loc.latitude;
@@ -176,5 +253,30 @@ impl AnonymousRecord {
             proxy: self.is_public_proxy || self.is_residential_proxy,
             tor: self.is_tor_exit_node,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn city(json: &str) -> Option<String> {
+        serde_json::from_str::<CityName>(json).unwrap().0
+    }
+
+    #[test]
+    fn the_city_name_is_read_in_either_layout_and_english_first() {
+        assert_eq!(city(r#""Flat Name""#).as_deref(), Some("Flat Name"));
+        assert_eq!(
+            city(r#"{"geoname_id":1,"names":{"de":"München","en":"Munich","ja":"ミュンヘン"}}"#)
+                .as_deref(),
+            Some("Munich")
+        );
+        assert_eq!(
+            city(r#"{"names":{"fr":"Lyon FR","de":"Lyon DE","ru":"Лион"}}"#).as_deref(),
+            Some("Lyon DE"),
+            "without English, the first language in key order"
+        );
+        assert_eq!(city(r#"{"geoname_id":1}"#), None);
     }
 }
