@@ -60,10 +60,14 @@ pub fn parse_cidr(text: &str) -> Option<IpNet> {
         .map(|n| n.trunc())
 }
 
+/// Seeded per process (ids come from input), faster than SipHash: every
+/// event looks its token up here.
+type Hasher = foldhash::fast::RandomState;
+
 /// All known metadata, by issuer then token id.
 #[derive(Debug, Default, Clone)]
 pub struct MetadataStore {
-    by_issuer: HashMap<String, HashMap<String, Arc<CompiledMetadata>>>,
+    by_issuer: HashMap<String, HashMap<String, Arc<CompiledMetadata>, Hasher>, Hasher>,
 }
 
 impl MetadataStore {
