@@ -8,6 +8,10 @@
 //! config's policy rules, the revoker on a loopback issuer, enforce mode),
 //! each with a fresh consumer group, `--runs` times each. The figure is the
 //! ratio of the medians.
+//!
+//! R3, memory: the process's resident set grows while the pipeline drains
+//! the topic; that growth over the tokens it then holds state for, in bytes
+//! per token (first run; `--tokens` sets the count).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -60,6 +64,12 @@ pub struct BenchReport {
     pub pipeline_median: f64,
     /// R1: pipeline median ÷ bare median.
     pub r1: f64,
+    /// Tokens with state at the end of the first pipeline drain.
+    pub tokens_with_state: usize,
+    /// Resident set growth over the first pipeline drain, bytes.
+    pub rss_growth_bytes: u64,
+    /// R3: `rss_growth_bytes` ÷ `tokens_with_state`.
+    pub r3_bytes_per_token: f64,
     /// Revocations the loopback issuer received in the last pipeline run.
     pub revocations: u64,
 }
@@ -150,14 +160,34 @@ async fn bare_drain(brokers: &str, topic: &str, n: usize) -> anyhow::Result<f64>
     Ok((n - 1) as f64 / start.elapsed().as_secs_f64())
 }
 
+/// The resident set size of this process, from `/proc/self/status`.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// What one pipeline drain measured.
+struct Drain {
+    rate: f64,
+    tokens: usize,
+    rss_growth: u64,
+}
+
 /// The `run` pipeline draining `n` events with a fresh group and ledger.
-async fn pipeline_drain(base: &Config, n: usize) -> anyhow::Result<f64> {
+async fn pipeline_drain(base: &Config, n: usize) -> anyhow::Result<Drain> {
     let mut config = base.clone();
     config.ingest.group_id = unique("bench-pipeline");
     config.revoker.ledger_topic = unique("bench-ledger");
     create_topic(&config.ingest.brokers, &config.revoker.ledger_topic, 1).await?;
     let engine = pipeline::build_engine(&config)?;
     let revoker = pipeline::build_revoker(&config).await?;
+    let rss_before = rss_bytes();
     let metrics = Arc::new(ingest::IngestMetrics::default());
     let stats = Arc::new(FlowStats::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -188,9 +218,15 @@ async fn pipeline_drain(base: &Config, n: usize) -> anyhow::Result<f64> {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let rate = (n - from) as f64 / start.elapsed().as_secs_f64();
+    let rss_growth = rss_bytes().saturating_sub(rss_before);
+    let tokens = stats.engine_stats().store.tokens;
     let _ = stop.send(());
     task.await??;
-    Ok(rate)
+    Ok(Drain {
+        rate,
+        tokens,
+        rss_growth,
+    })
 }
 
 /// A loopback kill switch that answers 200 and counts calls.
@@ -239,14 +275,22 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     config.admin.enabled = false;
 
     let (mut bare_rates, mut pipeline_rates) = (Vec::new(), Vec::new());
+    let mut last = None;
     for run in 1..=options.runs {
         let bare = bare_drain(&brokers, &topic, options.events).await?;
         calls.store(0, Relaxed);
-        let piped = pipeline_drain(&config, options.events).await?;
-        println!("run {run}: bare {bare:>10.0} events/s, pipeline {piped:>10.0} events/s");
+        let drain = pipeline_drain(&config, options.events).await?;
+        println!(
+            "run {run}: bare {bare:>10.0} events/s, pipeline {:>10.0} events/s",
+            drain.rate
+        );
         bare_rates.push(bare);
-        pipeline_rates.push(piped);
+        pipeline_rates.push(drain.rate);
+        // Memory from the first pipeline run: later ones reuse what the
+        // allocator kept, which would understate the growth.
+        last.get_or_insert(drain);
     }
+    let last = last.expect("at least one run");
     let (bare_median, pipeline_median) = (median(&bare_rates), median(&pipeline_rates));
     let report = BenchReport {
         events: options.events,
@@ -258,6 +302,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         bare_median,
         pipeline_median,
         r1: pipeline_median / bare_median,
+        tokens_with_state: last.tokens,
+        rss_growth_bytes: last.rss_growth,
+        r3_bytes_per_token: last.rss_growth as f64 / last.tokens.max(1) as f64,
         revocations: calls.load(Relaxed),
     };
     println!();
@@ -274,6 +321,12 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     println!(
         "| bare rust-rdkafka drain | {:.0} events/s |",
         report.bare_median
+    );
+    println!(
+        "| R3 memory per token (RSS growth ÷ tokens with state, first run) | {:.0} B ({} MiB over {} tokens) |",
+        report.r3_bytes_per_token,
+        report.rss_growth_bytes >> 20,
+        report.tokens_with_state
     );
     println!(
         "| events, tokens, mean payload, cores | {}, {}, {} B, {} |",

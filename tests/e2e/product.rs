@@ -522,6 +522,7 @@ fn bench_reports_r1_from_one_run_against_the_real_broker() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("| R1 throughput ratio"), "{stdout}");
+    assert!(stdout.contains("| R3 memory per token"), "{stdout}");
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(r["events"], 3000);
     assert_eq!(r["bare_rates"].as_array().unwrap().len(), 2);
