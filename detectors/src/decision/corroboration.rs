@@ -90,6 +90,10 @@ pub struct Corroboration {
     recent: HashMap<TokenKey, [Option<Recent>; STATISTICAL.len()]>,
     /// Findings not remembered because the table was full.
     pub dropped: u64,
+    /// When a full table was last purged to make room, in event time.
+    full_purge_ms: Option<i64>,
+    /// Purges made to make room in a full table.
+    pub full_purges: u64,
 }
 
 impl Corroboration {
@@ -99,6 +103,8 @@ impl Corroboration {
             max_tokens: max_tokens.max(1),
             recent: HashMap::new(),
             dropped: 0,
+            full_purge_ms: None,
+            full_purges: 0,
         }
     }
 
@@ -121,7 +127,17 @@ impl Corroboration {
     pub fn remember(&mut self, key: TokenKey, basis: Basis, recent: Recent) {
         let Some(slot) = basis.slot() else { return };
         if !self.recent.contains_key(&key) && self.recent.len() >= self.max_tokens {
-            self.purge(recent.ts_ms);
+            // A purge walks the whole table: at most one per 1/64 of the
+            // window, or a flood of new tokens in a full table (input can
+            // make one) costs a walk each, quadratic in the table's size.
+            let due = self
+                .full_purge_ms
+                .is_none_or(|at| recent.ts_ms - at >= (self.window_ms / 64).max(1_000));
+            if due {
+                self.purge(recent.ts_ms);
+                self.full_purge_ms = Some(recent.ts_ms);
+                self.full_purges += 1;
+            }
             if self.recent.len() >= self.max_tokens {
                 self.dropped += 1;
                 return;
@@ -155,5 +171,29 @@ impl Corroboration {
 
     pub fn is_empty(&self) -> bool {
         self.recent.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flood of new tokens in a full table within the window: each one
+    /// used to walk the whole table (hours for a million tokens); now the
+    /// walks are bounded by event time.
+    #[test]
+    fn a_flood_of_new_tokens_in_a_full_table_purges_rarely() {
+        let mut c = Corroboration::new(3_600_000, 1_000);
+        for i in 0..200_000u64 {
+            let recent = Recent {
+                ts_ms: i as i64,
+                weighted: 0.9,
+                kind: "new_country",
+            };
+            c.remember(i, Basis::Network, recent);
+        }
+        assert_eq!(c.len(), 1_000);
+        assert_eq!(c.dropped, 199_000);
+        assert!(c.full_purges <= 4, "{} purges", c.full_purges);
     }
 }
