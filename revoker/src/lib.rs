@@ -14,6 +14,7 @@
 //! - [`webhook`]: Standard Webhooks signing, payloads and delivery.
 //! - [`metrics`]: per-issuer counters and latency histograms.
 //! - [`service`]: [`Revoker`], the task that ties them together.
+//! - `topic`: reading a compacted topic in full (the ledger, the outbox).
 //! - `testing` (feature `test-server`): a scripted HTTP server for tests.
 
 pub mod adapters;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod service;
 #[cfg(any(test, feature = "test-server"))]
 pub mod testing;
+mod topic;
 pub mod webhook;
 
 pub use config::{IssuerConfig, RevokerConfig, WebhookConfig};

@@ -134,6 +134,27 @@ pub struct ReadRecord {
 }
 
 impl ReadRecord {
+    fn of(msg: &impl Message) -> Self {
+        let headers = msg
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ReadRecord {
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().unwrap_or_default().to_vec(),
+            headers,
+        }
+    }
+
     pub fn header(&self, key: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -164,24 +185,7 @@ pub async fn read_records(topic: &str, count: usize, timeout: Duration) -> Vec<R
                 )
             })
             .unwrap();
-        let headers = msg
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_string(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(ReadRecord {
-            key: msg.key().map(<[u8]>::to_vec),
-            payload: msg.payload().unwrap_or_default().to_vec(),
-            headers,
-        });
+        out.push(ReadRecord::of(&msg));
     }
     out
 }
@@ -454,24 +458,7 @@ pub fn read_all(topic: &str) -> Vec<ReadRecord> {
             .poll(Duration::from_secs(10))
             .expect("records up to the end within 10 s")
             .unwrap();
-        let headers = msg
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_string(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(ReadRecord {
-            key: msg.key().map(<[u8]>::to_vec),
-            payload: msg.payload().unwrap_or_default().to_vec(),
-            headers,
-        });
+        out.push(ReadRecord::of(&msg));
         if remaining
             .get(&msg.partition())
             .is_some_and(|&h| msg.offset() + 1 >= h)

@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::view::{Change, Entry, View, partition_of};
 use super::{LedgerError, now_ms};
+use crate::topic::{ReadError, read_to_end};
 
 /// How long a write may take to be read back before it counts as failed.
 const READ_BACK: Duration = Duration::from_secs(30);
@@ -54,53 +55,18 @@ impl KafkaLog {
             .set("group.id", "tokenwatch-ledger-follower")
             .set("fetch.wait.max.ms", "10");
         let consumer: BaseConsumer = consumer_config.create().map_err(err)?;
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(err)?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(LedgerError::NoTopic {
+        let now = now_ms();
+        let applied = read_to_end(&consumer, topic, |msg| {
+            if let Some(entry) = Entry::parse(msg.key(), msg.payload()) {
+                view.apply(entry, now);
+            }
+        })
+        .map_err(|e| match e {
+            ReadError::Kafka(source) => err(source),
+            ReadError::NoPartitions => LedgerError::NoTopic {
                 topic: topic.to_string(),
-            });
-        }
-        let mut tpl = TopicPartitionList::new();
-        let mut remaining = HashMap::new();
-        let mut applied = HashMap::new();
-        for &p in &partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .map_err(err)?;
-            applied.insert(p, high);
-            if high > low {
-                remaining.insert(p, high);
-                tpl.add_partition_offset(topic, p, Offset::Beginning)
-                    .map_err(err)?;
-            }
-        }
-        if !remaining.is_empty() {
-            consumer.assign(&tpl).map_err(err)?;
-            let now = now_ms();
-            while !remaining.is_empty() {
-                let Some(msg) = consumer.poll(Duration::from_secs(10)) else {
-                    return Err(err(KafkaError::Canceled));
-                };
-                let msg = msg.map_err(err)?;
-                if let Some(entry) = Entry::parse(msg.key(), msg.payload()) {
-                    view.apply(entry, now);
-                }
-                if remaining
-                    .get(&msg.partition())
-                    .is_some_and(|&high| msg.offset() + 1 >= high)
-                {
-                    remaining.remove(&msg.partition());
-                }
-            }
-        }
+            },
+        })?;
         // Follow from where the read stopped.
         let mut from = TopicPartitionList::new();
         for (&p, &high) in &applied {
@@ -128,7 +94,7 @@ impl KafkaLog {
         Ok(KafkaLog {
             producer,
             topic: topic.to_string(),
-            partitions: partitions.len() as i32,
+            partitions: applied.len() as i32,
             follow,
             applied,
         })

@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use schemas::Action;
 use serde::{Deserialize, Serialize};
 
 use super::Outgoing;
+use crate::topic::{ReadError, read_to_end};
 
 /// One delivery waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,42 +133,8 @@ impl Outbox {
             .set("enable.auto.commit", "false")
             .set("group.id", "tokenwatch-webhook-outbox");
         let consumer: BaseConsumer = consumer_config.create().map_err(|e| err(e.to_string()))?;
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(|e| err(e.to_string()))?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(err(
-                "it has no partitions (create it, compacted, before starting)".into(),
-            ));
-        }
-        let mut tpl = TopicPartitionList::new();
-        let mut remaining = HashMap::new();
-        for &p in &partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .map_err(|e| err(e.to_string()))?;
-            if high > low {
-                remaining.insert(p, high);
-                tpl.add_partition_offset(topic, p, Offset::Beginning)
-                    .map_err(|e| err(e.to_string()))?;
-            }
-        }
         let mut entries: HashMap<String, Entry> = HashMap::new();
-        if remaining.is_empty() {
-            return Ok(Vec::new());
-        }
-        consumer.assign(&tpl).map_err(|e| err(e.to_string()))?;
-        while !remaining.is_empty() {
-            let msg = consumer
-                .poll(Duration::from_secs(10))
-                .ok_or_else(|| err("no record within 10 s while reading it".into()))?
-                .map_err(|e| err(e.to_string()))?;
+        read_to_end(&consumer, topic, |msg| {
             let key = msg
                 .key()
                 .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -184,13 +150,13 @@ impl Outbox {
                     entries.remove(&key);
                 }
             }
-            if remaining
-                .get(&msg.partition())
-                .is_some_and(|&high| msg.offset() + 1 >= high)
-            {
-                remaining.remove(&msg.partition());
+        })
+        .map_err(|e| match e {
+            ReadError::Kafka(e) => err(e.to_string()),
+            ReadError::NoPartitions => {
+                err("it has no partitions (create it, compacted, before starting)".into())
             }
-        }
+        })?;
         Ok(entries.into_values().collect())
     }
 }
