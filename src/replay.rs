@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ingest::{FileSource, IngestMetrics};
-use schemas::{Action, Decision, Event, Mode, Origin, record_batch_to_events};
+use schemas::{Action, Decision, Event, Mode, Origin};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
@@ -47,12 +47,8 @@ pub async fn run(
     let reading = tokio::spawn(source.run(tx));
     let mut events: Vec<(Event, Origin)> = Vec::new();
     while let Some(delivery) = rx.recv().await {
-        let batch = record_batch_to_events(&delivery.batch.records)?;
-        events.extend(
-            batch
-                .into_iter()
-                .zip(delivery.batch.origins.iter().cloned()),
-        );
+        let batch = delivery.batch;
+        events.extend(batch.events.into_iter().zip(batch.origins));
         delivery.ack.done();
     }
     reading.await.context("reader task failed")??;

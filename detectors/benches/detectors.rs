@@ -27,7 +27,7 @@ use detectors::scope::ScopeDetector;
 use detectors::volume::{VolumeConfig, VolumeDetector};
 use detectors::{Detector, DetectorsConfig, Engine, MetadataStore, Observation, TokenStore};
 use schemas::sample::Rng;
-use schemas::{Event, EventBatch, Origin, TokenMetadata, events_to_record_batch};
+use schemas::{Event, Origin, TokenMetadata};
 
 const EVENTS: usize = 100_000;
 /// Events per `Engine::process` call: ingest's default batch.
@@ -257,15 +257,6 @@ fn chain(c: &mut Criterion) {
     group
         .throughput(Throughput::Elements(events.len() as u64))
         .sample_size(10);
-    // The Arrow batches ingest hands over, for the pipeline's path.
-    let batches: Vec<EventBatch> = events
-        .chunks(BATCH)
-        .zip(origins.chunks(BATCH))
-        .map(|(chunk, origins)| EventBatch {
-            records: events_to_record_batch(chunk).unwrap(),
-            origins: origins.to_vec(),
-        })
-        .collect();
     let engine_with = |rules: &[detectors::policy::RuleConfig]| {
         let geo = GeoIp::open(&geoip_config()).unwrap();
         let mut engine = Engine::with_parts(
@@ -288,20 +279,6 @@ fn chain(c: &mut Criterion) {
                 |(mut engine, mut evs)| {
                     for (chunk, origins) in evs.chunks_mut(BATCH).zip(origins.chunks(BATCH)) {
                         black_box(engine.process(chunk, origins));
-                    }
-                    engine
-                },
-                BatchSize::LargeInput,
-            )
-        });
-        // From ingest's Arrow batches, as the pipeline calls it: events are
-        // read out of the batch, and rules reuse its input columns.
-        group.bench_function(format!("{name}_from_batches"), |b| {
-            b.iter_batched(
-                || engine_with(&rules),
-                |mut engine| {
-                    for batch in &batches {
-                        black_box(engine.process_batch(batch).unwrap());
                     }
                     engine
                 },

@@ -44,7 +44,7 @@ mod testkit;
 pub use config::DetectorsConfig;
 pub use decision::{Decider, DecisionConfig, DecisionOutput};
 pub use detector::{Detector, Observation};
-pub use engine::{BuildError, Engine, EngineStats, GeoIpReloadJob, RunError};
+pub use engine::{BuildError, Engine, EngineStats, GeoIpReloadJob};
 pub use geoip::{GeoIp, GeoIpConfig};
 pub use metadata::MetadataStore;
 pub use state::TokenStore;

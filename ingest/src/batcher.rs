@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use schemas::decode::{Decoder, Output, Rejected};
-use schemas::{
-    ColumnsError, DecodeError, Event, EventBatch, Origin, Secret, events_to_record_batch,
-};
+use schemas::{DecodeError, Event, EventBatch, Origin, Secret};
 
 use crate::ack::TopicPartition;
 use crate::metrics::Tally;
@@ -127,25 +125,24 @@ impl BatchBuilder {
     }
 
     /// Takes the batch and starts an empty one.
-    pub fn finish(&mut self) -> Result<Finished, ColumnsError> {
-        let records = events_to_record_batch(&self.events)?;
-        self.events.clear();
+    pub fn finish(&mut self) -> Finished {
         self.records = 0;
-        Ok(Finished {
+        let capacity = self.max_records.min(1 << 16);
+        Finished {
             batch: EventBatch {
-                records,
-                origins: std::mem::take(&mut self.origins),
+                events: std::mem::replace(&mut self.events, Vec::with_capacity(capacity)),
+                origins: std::mem::replace(&mut self.origins, Vec::with_capacity(capacity)),
             },
             secrets: std::mem::take(&mut self.secrets),
             last_offsets: std::mem::take(&mut self.last_offsets),
             tally: std::mem::take(&mut self.tally),
-        })
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use schemas::{Fingerprinter, Format, record_batch_to_events};
+    use schemas::{Fingerprinter, Format};
 
     use super::*;
 
@@ -190,9 +187,9 @@ mod tests {
         );
         assert!(b.is_full());
 
-        let done = b.finish().unwrap();
+        let done = b.finish();
         assert!(b.is_empty());
-        let events = record_batch_to_events(&done.batch.records).unwrap();
+        let events = done.batch.events;
         assert_eq!(events.len(), 2);
         assert_eq!(done.batch.origins, vec![origin(0, 10), origin(1, 6)]);
         assert_eq!(done.secrets.len(), 1);
@@ -245,8 +242,8 @@ mod tests {
             (rejected[0].index, rejected[0].error),
             (1, DecodeError::InvalidTimestamp)
         );
-        let done = b.finish().unwrap();
-        let events = record_batch_to_events(&done.batch.records).unwrap();
+        let done = b.finish();
+        let events = done.batch.events;
         let keys: Vec<_> = events.iter().map(|e| e.token_id.as_str()).collect();
         assert_eq!(keys, ["AKIA1", "AKIA3"]);
         assert_eq!(done.batch.origins, vec![origin(0, 3), origin(0, 3)]);
@@ -272,6 +269,6 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 4, "4 records of about 3 KB pass 10,000 bytes");
-        assert_eq!(b.finish().unwrap().batch.len(), 4);
+        assert_eq!(b.finish().batch.len(), 4);
     }
 }

@@ -161,7 +161,7 @@ impl FileSource {
         if builder.is_empty() {
             return Ok(());
         }
-        let finished = builder.finish()?;
+        let finished = builder.finish();
         self.metrics.add(&finished.tally);
         if !finished.batch.is_empty() {
             self.metrics
@@ -235,7 +235,7 @@ async fn read_line_bounded(
 mod tests {
     use std::sync::atomic::Ordering::Relaxed;
 
-    use schemas::{DecodeError, record_batch_to_events};
+    use schemas::DecodeError;
 
     use super::*;
 
@@ -287,7 +287,7 @@ mod tests {
         source.run(tx).await.unwrap();
         let mut seen = Vec::new();
         while let Some(d) = rx.recv().await {
-            let events = record_batch_to_events(&d.batch.records).unwrap();
+            let events = d.batch.events.clone();
             seen.extend(events.into_iter().zip(d.batch.origins.iter().cloned()));
             d.ack.done();
         }

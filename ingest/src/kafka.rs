@@ -556,7 +556,7 @@ impl Loop<'_> {
             return Ok(());
         }
         self.await_dead_letters().await?;
-        let finished = self.builder.finish()?;
+        let finished = self.builder.finish();
         let source = self.source;
         source.metrics.add(&finished.tally);
         let seq = self.next_seq;

@@ -94,8 +94,6 @@ pub enum RunError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot convert a batch to Arrow: {0}")]
-    Columns(#[from] schemas::ColumnsError),
     #[error("the stage after ingest stopped; the batch in hand stays unacknowledged")]
     DownstreamClosed,
 }

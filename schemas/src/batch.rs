@@ -1,10 +1,12 @@
-//! The unit of work between stages: a `RecordBatch` of events plus the
-//! source position of each row, so offsets can be stored once the batch's
-//! decisions are handed on, and evidence can cite them.
+//! The unit of work between stages: decoded events plus the source
+//! position of each, so offsets can be stored once the batch's decisions
+//! are handed on, and evidence can cite them. Events stay rows from
+//! decoding to detection; Arrow is built once, by the policy rules, for
+//! the columns they read.
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use crate::Event;
 
 /// Where one record came from. For Kafka: topic, partition and offset; for a
 /// file: its path, partition 0 and the 1-based line number.
@@ -17,19 +19,19 @@ pub struct Origin {
     pub kafka_ts_ms: Option<i64>,
 }
 
-/// A batch of decoded events. `origins[i]` is the source of row `i`.
-#[derive(Debug, Clone)]
+/// A batch of decoded events. `origins[i]` is the source of `events[i]`.
+#[derive(Debug, Clone, Default)]
 pub struct EventBatch {
-    pub records: RecordBatch,
+    pub events: Vec<Event>,
     pub origins: Vec<Origin>,
 }
 
 impl EventBatch {
     pub fn len(&self) -> usize {
-        self.records.num_rows()
+        self.events.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.num_rows() == 0
+        self.events.is_empty()
     }
 }

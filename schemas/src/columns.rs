@@ -111,60 +111,65 @@ macro_rules! primitive {
     }};
 }
 
-/// Builds a `RecordBatch` with [`event_schema`] from events.
 /// The index of the first enrichment column (`country`). The columns before
 /// it are the input's, which enrichment never changes.
 pub const ENRICHMENT_START: usize = 14;
 
-/// The enrichment columns, `country` to `as_org`, of `events`.
-pub fn enrichment_columns(events: &[Event]) -> Vec<ArrayRef> {
-    vec![
-        strings(events, |e| e.country.as_deref()),
-        strings(events, |e| e.city.as_deref()),
-        primitive!(Float64Builder, events, |e: &Event| e.lat),
-        primitive!(Float64Builder, events, |e: &Event| e.lon),
-        primitive!(UInt16Builder, events, |e: &Event| e.accuracy_km),
-        primitive!(UInt32Builder, events, |e: &Event| e.asn),
-        strings(events, |e| e.as_org.as_deref()),
-    ]
+/// Column `index` of [`event_schema`], built from `events`.
+pub fn event_column(events: &[Event], index: usize) -> ArrayRef {
+    match index {
+        0 => {
+            let mut b =
+                TimestampMillisecondBuilder::with_capacity(events.len()).with_timezone("UTC");
+            for e in events {
+                b.append_value(e.ts_ms);
+            }
+            Arc::new(b.finish())
+        }
+        1 => strings(events, |e| Some(e.token_id.as_str())),
+        2 => strings(events, |e| Some(e.issuer.as_str())),
+        3 => strings(events, |e| Some(e.action.as_str())),
+        4 => strings(events, |e| e.principal.as_deref()),
+        5 => {
+            let mut b = StringBuilder::with_capacity(events.len(), events.len() * 16);
+            let mut text = String::with_capacity(40);
+            for e in events {
+                match e.src_ip {
+                    Some(ip) => {
+                        use std::fmt::Write;
+                        text.clear();
+                        let _ = write!(text, "{ip}");
+                        b.append_value(&text);
+                    }
+                    None => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        6 => strings(events, |e| e.user_agent.as_deref()),
+        7 => strings(events, |e| e.device_id.as_deref()),
+        8 => strings(events, |e| e.session_id.as_deref()),
+        9 => strings(events, |e| e.resource.as_deref()),
+        10 => primitive!(UInt16Builder, events, |e: &Event| e.status),
+        11 => primitive!(UInt64Builder, events, |e: &Event| e.bytes_out),
+        12 => primitive!(UInt64Builder, events, |e: &Event| e.records_out),
+        13 => strings(events, |e| e.request_id.as_deref()),
+        14 => strings(events, |e| e.country.as_deref()),
+        15 => strings(events, |e| e.city.as_deref()),
+        16 => primitive!(Float64Builder, events, |e: &Event| e.lat),
+        17 => primitive!(Float64Builder, events, |e: &Event| e.lon),
+        18 => primitive!(UInt16Builder, events, |e: &Event| e.accuracy_km),
+        19 => primitive!(UInt32Builder, events, |e: &Event| e.asn),
+        20 => strings(events, |e| e.as_org.as_deref()),
+        _ => panic!("the event schema has no column {index}"),
+    }
 }
 
+/// Builds a `RecordBatch` with [`event_schema`] from events.
 pub fn events_to_record_batch(events: &[Event]) -> Result<RecordBatch, ColumnsError> {
-    let ts = {
-        let mut b = TimestampMillisecondBuilder::with_capacity(events.len()).with_timezone("UTC");
-        for e in events {
-            b.append_value(e.ts_ms);
-        }
-        Arc::new(b.finish()) as ArrayRef
-    };
-    let ips: Vec<Option<String>> = events
-        .iter()
-        .map(|e| e.src_ip.map(|ip| ip.to_string()))
+    let columns = (0..SCHEMA.fields().len())
+        .map(|i| event_column(events, i))
         .collect();
-    let src_ip = {
-        let mut b = StringBuilder::with_capacity(events.len(), events.len() * 16);
-        for ip in &ips {
-            b.append_option(ip.as_deref());
-        }
-        Arc::new(b.finish()) as ArrayRef
-    };
-    let mut columns = vec![
-        ts,
-        strings(events, |e| Some(e.token_id.as_str())),
-        strings(events, |e| Some(e.issuer.as_str())),
-        strings(events, |e| Some(e.action.as_str())),
-        strings(events, |e| e.principal.as_deref()),
-        src_ip,
-        strings(events, |e| e.user_agent.as_deref()),
-        strings(events, |e| e.device_id.as_deref()),
-        strings(events, |e| e.session_id.as_deref()),
-        strings(events, |e| e.resource.as_deref()),
-        primitive!(UInt16Builder, events, |e: &Event| e.status),
-        primitive!(UInt64Builder, events, |e: &Event| e.bytes_out),
-        primitive!(UInt64Builder, events, |e: &Event| e.records_out),
-        strings(events, |e| e.request_id.as_deref()),
-    ];
-    columns.extend(enrichment_columns(events));
     Ok(RecordBatch::try_new(event_schema(), columns)?)
 }
 

@@ -38,7 +38,7 @@ pub mod time;
 
 pub use batch::{EventBatch, Origin};
 pub use columns::{
-    ColumnsError, ENRICHMENT_START, enrichment_columns, event_schema, events_to_record_batch,
+    ColumnsError, ENRICHMENT_START, event_column, event_schema, events_to_record_batch,
     record_batch_to_events,
 };
 pub use decision::{Decision, Mode, Repeats, SystemAlert};

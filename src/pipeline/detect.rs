@@ -6,11 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arrow::array::{Array, StringArray};
 use detectors::{Engine, MetadataStore};
 use ingest::{Delivery, MetadataUpdate};
 use revoker::Command;
-use schemas::columns::col;
 use schemas::{Action, Decision, Secret, SystemAlert};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
@@ -88,27 +86,13 @@ fn log_alerts(alerts: &[SystemAlert]) {
 
 /// The raw secrets a batch carried, with the token they belong to.
 fn secrets_of(delivery: &Delivery) -> Vec<(String, String, Secret)> {
-    let records = &delivery.batch.records;
-    let column = |name| {
-        records
-            .column_by_name(name)
-            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-    };
-    let (Some(issuers), Some(tokens)) = (column(col::ISSUER), column(col::TOKEN_ID)) else {
-        return Vec::new();
-    };
+    let events = &delivery.batch.events;
     delivery
         .secrets
         .iter()
-        .filter(|(row, _)| {
-            *row < records.num_rows() && issuers.is_valid(*row) && tokens.is_valid(*row)
-        })
-        .map(|(row, secret)| {
-            (
-                issuers.value(*row).to_string(),
-                tokens.value(*row).to_string(),
-                secret.clone(),
-            )
+        .filter_map(|(row, secret)| {
+            let e = events.get(*row)?;
+            Some((e.issuer.clone(), e.token_id.clone(), secret.clone()))
         })
         .collect()
 }
@@ -220,8 +204,9 @@ pub async fn detect_stage(
                 }
                 // CPU-bound: let the runtime move other tasks off this
                 // thread while the batch is processed.
-                let processed = tokio::task::block_in_place(|| engine.process_batch(&delivery.batch));
-                match processed {
+                let mut delivery = delivery;
+                let processed = tokio::task::block_in_place(|| engine.process_batch(&mut delivery.batch));
+                match Ok::<_, std::convert::Infallible>(processed) {
                     Ok(out) => {
                         stats.record_decisions(&out.decisions);
                         stats.set_engine_stats(engine.stats());

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ingest::kafka::header;
 use ingest::{Delivery, IngestConfig, IngestMetrics, KafkaSource};
-use schemas::{Event, record_batch_to_events};
+use schemas::Event;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::support::{self, create_topic, create_topic_with, produce, read_records, unique_name};
@@ -54,10 +54,11 @@ fn config(topic: &str, group: &str, dlq: &str) -> IngestConfig {
 }
 
 fn request_ids(delivery: &Delivery) -> Vec<String> {
-    record_batch_to_events(&delivery.batch.records)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.request_id.unwrap())
+    delivery
+        .batch
+        .events
+        .iter()
+        .map(|e| e.request_id.clone().unwrap())
         .collect()
 }
 

@@ -197,7 +197,7 @@ fn aws_rule_packs_match_every_claimed_stratus_technique() {
             continue;
         };
         let events = [decoded.event];
-        let batch = policy_batch(&events, &[Some(0)], None).unwrap();
+        let batch = policy_batch(&events, &[Some(0)], set.columns_read()).unwrap();
         for (name, mask) in names.iter().zip(set.evaluate(&batch)) {
             if mask.is_some_and(|m| m.is_valid(0) && m.value(0)) {
                 matched.insert((name.clone(), technique.clone()));
@@ -298,7 +298,7 @@ fn saas_rule_packs_match_what_the_vendor_decoders_produce() {
                 .decode(&serde_json::to_vec(record).unwrap())
                 .unwrap()
                 .event;
-            let batch = policy_batch(&[event], &[Some(0)], None).unwrap();
+            let batch = policy_batch(&[event], &[Some(0)], set.columns_read()).unwrap();
             names
                 .iter()
                 .zip(set.evaluate(&batch))

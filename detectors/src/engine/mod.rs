@@ -1,8 +1,8 @@
 //! The detection stage: enriches each event, runs the detectors with the
 //! token's state, and hands the findings to the [`Decider`].
 
-use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
-use schemas::{Event, EventBatch, Origin, TokenMetadata, record_batch_to_events};
+use datafusion::arrow::array::{Array, BooleanArray};
+use schemas::{Event, EventBatch, Origin, TokenMetadata};
 
 use crate::binding::BindingDetector;
 use crate::config::DetectorsConfig;
@@ -31,13 +31,6 @@ pub enum BuildError {
     Metadata(Vec<String>),
     #[error("policy rules:\n  - {}", .0.join("\n  - "))]
     Policy(Vec<String>),
-}
-
-/// Errors processing a batch.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("batch does not have the event schema: {0}")]
-    Columns(#[from] schemas::ColumnsError),
 }
 
 /// Counters of the stage, for metrics.
@@ -194,25 +187,13 @@ impl Engine {
         self
     }
 
-    /// Processes an Arrow batch from ingest.
-    pub fn process_batch(&mut self, batch: &EventBatch) -> Result<DecisionOutput, RunError> {
-        let mut events = record_batch_to_events(&batch.records)?;
-        Ok(self.process_read(&mut events, &batch.origins, Some(&batch.records)))
+    /// Processes a batch from ingest, enriching its events in place.
+    pub fn process_batch(&mut self, batch: &mut EventBatch) -> DecisionOutput {
+        self.process(&mut batch.events, &batch.origins)
     }
 
     /// Enriches `events` in place and returns the decisions they lead to.
     pub fn process(&mut self, events: &mut [Event], origins: &[Origin]) -> DecisionOutput {
-        self.process_read(events, origins, None)
-    }
-
-    /// [`process`](Self::process), with the batch `events` were read from
-    /// when there is one: policy rules reuse its columns.
-    fn process_read(
-        &mut self,
-        events: &mut [Event],
-        origins: &[Origin],
-        input: Option<&RecordBatch>,
-    ) -> DecisionOutput {
         let mut out = DecisionOutput::default();
         let mut findings = Vec::new();
         let anonymity: Vec<Anonymity> = events.iter_mut().map(|e| self.enrich(e)).collect();
@@ -220,7 +201,7 @@ impl Engine {
             .iter()
             .map(|e| self.store.key(&e.issuer, &e.token_id))
             .collect();
-        let rules = self.evaluate_policy(events, &keys, input);
+        let rules = self.evaluate_policy(events, &keys);
         for (row, (event, origin)) in events.iter_mut().zip(origins).enumerate() {
             self.events += 1;
             let anonymity = anonymity[row];
@@ -305,12 +286,7 @@ impl Engine {
     }
 
     /// Evaluates the rules on the (enriched) batch, once for all rows.
-    fn evaluate_policy(
-        &mut self,
-        events: &[Event],
-        keys: &[TokenKey],
-        input: Option<&RecordBatch>,
-    ) -> Option<RuleMatches> {
+    fn evaluate_policy(&mut self, events: &[Event], keys: &[TokenKey]) -> Option<RuleMatches> {
         if self.policy.is_empty() {
             return None;
         }
@@ -329,7 +305,7 @@ impl Engine {
             })
             .collect();
         self.policy_stats.evaluations += 1;
-        match policy_batch(events, &token_age_s, input) {
+        match policy_batch(events, &token_age_s, self.policy.columns_read()) {
             Ok(batch) => Some(RuleMatches {
                 masks: self.policy.evaluate(&batch),
                 token_age_s,

@@ -277,24 +277,7 @@ fn rule(name: &str, when: &str, action: crate::policy::RuleAction) -> crate::pol
 
 #[test]
 fn rules_see_the_enrichment_act_on_their_own_action_and_are_planned_once() {
-    // Read from an Arrow batch (as in the pipeline, where rules reuse its
-    // input columns) or from events (replay): the same decisions.
-    for from_batch in [false, true] {
-        rules_decide_alike(from_batch);
-    }
-}
-
-fn rules_decide_alike(from_batch: bool) {
     use crate::policy::RuleAction;
-    let run = |e: &mut Engine, events: Vec<Event>| {
-        if from_batch {
-            let origins = (0..events.len() as i64).map(origin).collect();
-            let records = schemas::events_to_record_batch(&events).unwrap();
-            e.process_batch(&EventBatch { records, origins }).unwrap()
-        } else {
-            run(e, events)
-        }
-    };
     let mut e = policy_engine(vec![
         // GB comes from the City database, anonymity from the Anonymous-IP one.
         rule(
@@ -327,7 +310,7 @@ fn rules_decide_alike(from_batch: bool) {
     let b = by_token("b");
     assert_eq!(b.action, Action::Alert);
     assert_eq!(b.findings[0].evidence.facts["token_age_s"], 120);
-    assert_eq!(out.decisions.len(), 2, "from a batch: {from_batch}");
+    assert_eq!(out.decisions.len(), 2);
 
     for i in 0..20 {
         run(

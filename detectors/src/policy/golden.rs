@@ -149,7 +149,7 @@ pub fn run_file(path: &Path, anonymous: &AnonymousDb, report: &mut Report) {
         };
         rows.push((case, label, row));
     }
-    let masks = match policy_batch(&events, &ages, None) {
+    let masks = match policy_batch(&events, &ages, set.columns_read()) {
         Ok(batch) => set.evaluate(&batch),
         Err(e) => {
             return report

@@ -16,14 +16,17 @@ pub mod udf;
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{Array, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, new_null_array,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::prelude::SessionContext;
 use schemas::{
-    ColumnsError, DetectorKind, ENRICHMENT_START, Event, EventRef, Evidence, Finding, Origin,
-    enrichment_columns, event_schema, events_to_record_batch,
+    ColumnsError, DetectorKind, Event, EventRef, Evidence, Finding, Origin, event_column,
+    event_schema,
 };
 
 pub use config::{PolicyConfig, RuleAction, RuleConfig, RuleFile, Severity};
@@ -32,11 +35,13 @@ pub use udf::{AnonymousDb, open_anonymous_db};
 /// The column with the token's age: seconds since tokenwatch first saw it.
 pub const TOKEN_AGE: &str = "token_age_s";
 
+// Every column is nullable here: a column no rule reads is left all null
+// instead of being built.
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut fields: Vec<Field> = event_schema()
         .fields()
         .iter()
-        .map(|f| f.as_ref().clone())
+        .map(|f| f.as_ref().clone().with_nullable(true))
         .collect();
     fields.push(Field::new(TOKEN_AGE, DataType::Int64, true));
     Arc::new(Schema::new(fields))
@@ -76,25 +81,26 @@ pub fn policy_schema() -> SchemaRef {
 }
 
 /// The batch rules are evaluated on: the enriched `events` and their ages.
-/// `input`, the batch `events` were read from, lends its input columns
-/// (enrichment never changes them), so only the enrichment is built anew.
+/// Only the columns in `read` (by [`policy_schema`] index; see
+/// [`PolicySet::columns_read`]) are built; the others are all null.
 pub fn policy_batch(
     events: &[Event],
     token_age_s: &[Option<i64>],
-    input: Option<&RecordBatch>,
+    read: &[bool],
 ) -> Result<RecordBatch, ColumnsError> {
-    let mut columns = match input {
-        Some(input)
-            if input.num_rows() == events.len() && *input.schema_ref() == event_schema() =>
-        {
-            let mut columns = input.columns()[..ENRICHMENT_START].to_vec();
-            columns.extend(enrichment_columns(events));
-            columns
-        }
-        _ => events_to_record_batch(events)?.columns().to_vec(),
-    };
-    columns.push(Arc::new(Int64Array::from(token_age_s.to_vec())));
-    Ok(RecordBatch::try_new(policy_schema(), columns)?)
+    let schema = policy_schema();
+    let age = schema.fields().len() - 1;
+    let columns = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, field)| match (i, read.get(i).copied().unwrap_or(true)) {
+            (_, false) => new_null_array(field.data_type(), events.len()),
+            (i, true) if i == age => Arc::new(Int64Array::from(token_age_s.to_vec())) as ArrayRef,
+            (i, true) => event_column(events, i),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 struct Rule {
@@ -116,6 +122,8 @@ pub struct RuleStats {
 pub struct PolicySet {
     rules: Vec<Rule>,
     plans: u64,
+    /// Per [`policy_schema`] column: whether some rule reads it.
+    read: Vec<bool>,
 }
 
 impl PolicySet {
@@ -123,6 +131,7 @@ impl PolicySet {
         PolicySet {
             rules: Vec::new(),
             plans: 0,
+            read: vec![false; SCHEMA.fields().len()],
         }
     }
 
@@ -180,9 +189,16 @@ impl PolicySet {
             }
         }
         if problems.is_empty() {
+            let mut read = vec![false; schema.fields().len()];
+            for rule in &compiled {
+                for column in collect_columns(&rule.expr) {
+                    read[column.index()] = true;
+                }
+            }
             Ok(PolicySet {
                 rules: compiled,
                 plans,
+                read,
             })
         } else {
             Err(problems)
@@ -200,6 +216,11 @@ impl PolicySet {
     /// Physical plans made to build this set: one per rule, never per batch.
     pub fn plans(&self) -> u64 {
         self.plans
+    }
+
+    /// Per [`policy_schema`] column: whether some rule reads it.
+    pub fn columns_read(&self) -> &[bool] {
+        &self.read
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {

@@ -22,7 +22,7 @@ fn event(action: &str, country: Option<&str>, ip: &str, bytes_out: u64) -> Event
 }
 
 fn matches(set: &mut PolicySet, events: &[Event], ages: &[Option<i64>]) -> Vec<Vec<bool>> {
-    let batch = policy_batch(events, ages, None).unwrap();
+    let batch = policy_batch(events, ages, set.columns_read()).unwrap();
     set.evaluate(&batch)
         .into_iter()
         .map(|m| {
@@ -157,9 +157,43 @@ fn a_rule_failing_at_run_time_matches_nothing_and_is_counted() {
     // A cast of a value that is not a number fails only when it runs.
     let rules = [rule("bad_cast", "CAST(action AS INT) > 3")];
     let mut set = PolicySet::compile(&rules, &no_db()).unwrap();
-    let batch = policy_batch(&[event("GET /", None, "8.8.8.8", 1)], &[None], None).unwrap();
+    let batch = policy_batch(
+        &[event("GET /", None, "8.8.8.8", 1)],
+        &[None],
+        set.columns_read(),
+    )
+    .unwrap();
     assert!(set.evaluate(&batch)[0].is_none());
     assert_eq!(set.stats()[0].errors, 1);
+}
+
+#[test]
+fn only_the_columns_some_rule_reads_are_built() {
+    let rules = [
+        rule("writes", "action LIKE 'POST %'"),
+        rule("young", "token_age_s < 60 AND country = 'KP'"),
+    ];
+    let set = PolicySet::compile(&rules, &no_db()).unwrap();
+    let schema = policy_schema();
+    let read: Vec<&str> = schema
+        .fields()
+        .iter()
+        .zip(set.columns_read())
+        .filter(|(_, read)| **read)
+        .map(|(f, _)| f.name().as_str())
+        .collect();
+    assert_eq!(read, ["action", "country", TOKEN_AGE]);
+    let batch = policy_batch(
+        &[event("POST /x", Some("KP"), "8.8.8.8", 1)],
+        &[Some(5)],
+        set.columns_read(),
+    )
+    .unwrap();
+    let column = |name: &str| batch.column(schema.index_of(name).unwrap()).clone();
+    assert_eq!(column("src_ip").null_count(), 1, "not read: not built");
+    assert_eq!(column("bytes_out").null_count(), 1);
+    assert_eq!(column("action").null_count(), 0);
+    assert_eq!(column("country").null_count(), 0);
 }
 
 #[test]
