@@ -23,15 +23,20 @@ pub enum Context {
 }
 
 /// Renders a URL template: the path with [`Context::Path`], the query and
-/// fragment with [`Context::Form`].
-pub fn render_url(template: &str, values: &[(&str, &str)]) -> String {
-    match template.find(['?', '#']) {
-        Some(at) => {
-            render(&template[..at], values, Context::Path)
-                + &render(&template[at..], values, Context::Form)
-        }
-        None => render(template, values, Context::Path),
+/// fragment with [`Context::Form`]. Refuses (naming the placeholder) a path
+/// value of `.` or `..`: URL parsers (WHATWG, so reqwest's) read it, even
+/// percent-encoded, as a dot segment, and would call another path.
+pub fn render_url(template: &str, values: &[(&str, &str)]) -> Result<String, String> {
+    let path = &template[..template.find(['?', '#']).unwrap_or(template.len())];
+    if let Some((name, value)) = values
+        .iter()
+        .find(|(name, value)| matches!(*value, "." | "..") && path.contains(&format!("{{{name}}}")))
+    {
+        return Err(format!(
+            "{{{name}}} is {value:?}, which a URL path cannot hold (it is read as a dot segment)"
+        ));
     }
+    Ok(render(path, values, Context::Path) + &render(&template[path.len()..], values, Context::Form))
 }
 
 fn percent_encode_path(value: &str, out: &mut String) {
@@ -146,7 +151,14 @@ impl HttpAdapter {
             ("reason", req.reason.as_str()),
             ("secret", secret),
         ];
-        let url = render_url(&self.url, &values);
+        let url = match render_url(&self.url, &values) {
+            Ok(url) => url,
+            Err(why) => {
+                return Attempt::Failed(format!(
+                    "the request URL cannot be built: {why}; revoke this token at the issuer by hand"
+                ));
+            }
+        };
         let mut r = self.client.request(self.method.clone(), url);
         let mut content_type = None;
         let mut idempotency_key = false;
@@ -204,13 +216,18 @@ mod tests {
     fn renders_and_escapes_per_context() {
         let v = [("token_id", "a b/\"c\""), ("issuer", "x&y")];
         assert_eq!(
-            render_url("/t/{token_id}?i={issuer}", &v),
+            render_url("/t/{token_id}?i={issuer}", &v).unwrap(),
             "/t/a%20b%2F%22c%22?i=x%26y"
         );
         assert_eq!(
-            render_url("/t/{token_id}", &[("token_id", "..")]),
-            "/t/%2E%2E"
+            render_url("/t/{token_id}", &[("token_id", "a..")]).unwrap(),
+            "/t/a%2E%2E"
         );
+        // A dot segment, even percent-encoded, would move up a level.
+        for dots in [".", ".."] {
+            assert!(render_url("/t/{token_id}", &[("token_id", dots)]).is_err());
+            assert!(render_url("/t?id={token_id}", &[("token_id", dots)]).is_ok());
+        }
         assert_eq!(
             render(r#"{"id":"{token_id}"}"#, &v, Context::Json),
             r#"{"id":"a b/\"c\""}"#
@@ -231,7 +248,12 @@ mod tests {
             reason in ".{0,24}",
         ) {
             let v = [("token_id", token_id.as_str()), ("principal", principal.as_str()), ("reason", reason.as_str())];
-            let url = url::Url::parse(&render_url("http://issuer.test/revoke/{token_id}?user={principal}", &v)).unwrap();
+            let rendered = render_url("http://issuer.test/revoke/{token_id}?user={principal}", &v);
+            if matches!(token_id.as_str(), "." | "..") {
+                prop_assert!(rendered.is_err());
+                return Ok(());
+            }
+            let url = url::Url::parse(&rendered.unwrap()).unwrap();
             let segments: Vec<String> = url
                 .path_segments()
                 .unwrap()
