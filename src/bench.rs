@@ -200,7 +200,8 @@ async fn pipeline_drain(base: &Config, n: usize) -> anyhow::Result<Drain> {
             .await
         })
     };
-    let seen = || stats.events.load(Relaxed) as usize;
+    // Events the detect shards have processed (not merely received).
+    let seen = || stats.engine_stats().events as usize;
     while seen() == 0 {
         anyhow::ensure!(
             !task.is_finished(),

@@ -37,8 +37,12 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorsConfig {
-    /// Hard cap on tokens with state; past it the idlest are evicted
-    /// (counted). About 300 B each.
+    /// Detection threads ("shards"), each owning the state of the tokens
+    /// (and principals) that hash to it. Default: the number of cores.
+    #[serde(default)]
+    pub shards: Option<usize>,
+    /// Hard cap on tokens with state, over all shards (each holds
+    /// `max_tokens / shards`); past it the idlest are evicted (counted).
     #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
     /// Cap on principals whose learned context new tokens inherit (same
@@ -113,6 +117,7 @@ fn default_purge_interval() -> Duration {
 impl Default for DetectorsConfig {
     fn default() -> Self {
         DetectorsConfig {
+            shards: None,
             max_tokens: default_max_tokens(),
             max_principals: default_max_principals(),
             idle_expiry: default_idle_expiry(),
@@ -135,6 +140,13 @@ impl Default for DetectorsConfig {
 }
 
 impl DetectorsConfig {
+    /// The detect shards to run: `shards`, or the number of cores.
+    pub fn shard_count(&self) -> usize {
+        self.shards.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
     /// Every problem in the section, cross-field ones included.
     pub fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -143,6 +155,9 @@ impl DetectorsConfig {
                 "detectors.max_tokens: {} is outside 1 ..= 50000000",
                 self.max_tokens
             ));
+        }
+        if self.shards.is_some_and(|n| !(1..=256).contains(&n)) {
+            p.push("detectors.shards: must be 1 ..= 256".into());
         }
         if self.max_principals > 50_000_000 {
             p.push("detectors.max_principals: at most 50000000".into());

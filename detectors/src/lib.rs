@@ -18,7 +18,10 @@
 //!   Arrow batches, their functions and golden cases.
 //! - [`decision`]: risk combination, thresholds, modes, allowlists,
 //!   deduplication and the revocation budget → [`schemas::Decision`].
-//! - [`engine`]: [`Engine`], the stage that ties them together.
+//! - [`engine`]: [`Engine`], which ties them together for one shard.
+//! - [`stage`]: [`DetectStage`], the engine split into shards by token on
+//!   threads of their own, with acknowledgements that travel with the
+//!   decisions ([`stage::Finalizer`]).
 
 pub mod binding;
 pub mod config;
@@ -35,6 +38,7 @@ pub mod networks;
 pub mod novelty;
 pub mod policy;
 pub mod scope;
+pub mod stage;
 pub mod state;
 pub mod volume;
 
@@ -47,4 +51,5 @@ pub use detector::{Detector, Observation};
 pub use engine::{BuildError, Engine, EngineStats, GeoIpReloadJob};
 pub use geoip::{GeoIp, GeoIpConfig};
 pub use metadata::MetadataStore;
+pub use stage::{DecisionBatch, DetectStage, Finalizer};
 pub use state::TokenStore;

@@ -1,15 +1,18 @@
-//! The detect stage: runs the [`Engine`] on each batch, hands decisions on,
-//! then acknowledges the batch. Also applies live changes: token-metadata
-//! updates, GeoIP and metadata-file reloads (on SIGHUP or file change).
+//! The detect stage as the pipeline runs it: [`detectors::DetectStage`]
+//! (the engine in shards), fed with ingest's deliveries, its decisions
+//! recorded by the revoker before their batch is acknowledged, and a
+//! controller that applies live changes: token-metadata updates, GeoIP and
+//! metadata-file reloads (on SIGHUP or file change), admin requests.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use detectors::{Engine, MetadataStore};
+use detectors::stage::{self, Input};
+use detectors::{DecisionBatch, DetectStage, Engine, Finalizer, GeoIp, MetadataStore};
 use ingest::{Delivery, MetadataUpdate};
 use revoker::Command;
-use schemas::{Action, Decision, Secret, SystemAlert};
+use schemas::{Action, Decision, SystemAlert};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
@@ -84,42 +87,32 @@ fn log_alerts(alerts: &[SystemAlert]) {
     }
 }
 
-/// The raw secrets a batch carried, with the token they belong to.
-fn secrets_of(delivery: &Delivery) -> Vec<(String, String, Secret)> {
-    let events = &delivery.batch.events;
-    delivery
-        .secrets
-        .iter()
-        .filter_map(|(row, secret)| {
-            let e = events.get(*row)?;
-            Some((e.issuer.clone(), e.token_id.clone(), secret.clone()))
-        })
-        .collect()
-}
-
 /// Hands decisions to the revoker and waits until every revoke is in the
 /// ledger. False if that did not happen (the batch must not be acked).
-async fn hand_on(
-    revoker: &mpsc::Sender<Command>,
-    decisions: Vec<Decision>,
-    alerts: Vec<SystemAlert>,
-) -> bool {
-    if decisions.is_empty() && alerts.is_empty() {
-        return true;
+async fn hand_on(revoker: &mpsc::Sender<Command>, batch: DecisionBatch) -> bool {
+    let DecisionBatch {
+        decisions,
+        alerts,
+        secrets,
+        ack,
+    } = batch;
+    // The secrets first: a revocation of this batch may need one.
+    if !secrets.is_empty() && revoker.send(Command::Secrets(secrets)).await.is_err() {
+        return false;
     }
-    let (handed, done) = oneshot::channel();
-    if revoker
-        .send(Command::Decisions {
+    if !decisions.is_empty() || !alerts.is_empty() {
+        let (handed, done) = oneshot::channel();
+        let command = Command::Decisions {
             decisions,
             alerts,
             handed,
-        })
-        .await
-        .is_err()
-    {
-        return false;
+        };
+        if revoker.send(command).await.is_err() || done.await.is_err() {
+            return false;
+        }
     }
-    done.await.is_ok()
+    ack.done();
+    true
 }
 
 type Opened = Result<detectors::GeoIp, detectors::geoip::GeoIpError>;
@@ -139,11 +132,11 @@ struct GeoIpReloader {
 impl GeoIpReloader {
     /// Starts a reload, if none is running; `on_change` only if the files
     /// changed since they were loaded and since the last failed attempt.
-    fn start(&mut self, engine: &Engine, on_change: bool, done: &mpsc::Sender<Opened>) {
+    fn start(&mut self, geoip: Option<&GeoIp>, on_change: bool, done: &mpsc::Sender<Opened>) {
         if self.running {
             return;
         }
-        let Some(job) = engine.geoip_reload_job(on_change) else {
+        let Some(job) = geoip.and_then(|g| g.reload_job(on_change)) else {
             return;
         };
         if on_change && self.failed.as_ref() == Some(&job.stamps) {
@@ -157,129 +150,193 @@ impl GeoIpReloader {
         });
     }
 
-    fn finish(&mut self, engine: &mut Engine, opened: Opened) {
+    /// The fresh databases, if they opened.
+    fn finish(&mut self, opened: Opened) -> Option<GeoIp> {
         self.running = false;
         match opened {
             Ok(fresh) => {
-                engine.install_geoip(fresh);
                 self.failed = None;
                 info!("GeoIP databases reloaded.");
+                Some(fresh)
             }
             Err(e) => {
                 self.failed = self.trying.take();
                 error!(error = %e, "GeoIP reload failed; the previous databases stay in use, and the files are tried again when they change.");
+                None
             }
         }
     }
 }
 
+/// Runs the detect stage with `shards` shards until `input` ends (then
+/// every shard flushes) or the revoker cannot record a batch.
 pub async fn detect_stage(
-    mut input: mpsc::Receiver<Delivery>,
-    mut engine: Engine,
-    mut control: mpsc::Receiver<Control>,
+    input: mpsc::Receiver<Delivery>,
+    engine: Engine,
+    shards: usize,
+    control: mpsc::Receiver<Control>,
     reload: ReloadPolicy,
     stats: Arc<FlowStats>,
     revoker: mpsc::Sender<Command>,
 ) -> Result<(), StageError> {
+    let geoip = engine.geoip().map(GeoIp::share);
+    let stage = DetectStage::new(engine, shards);
+    info!(shards = stage.shards(), "Detect stage started.");
+    stats.follow_stage(stage.stats());
+    let (stage_in, stage_in_rx) = mpsc::channel(super::STAGE_CHANNEL_BATCHES);
+    let (stage_control, stage_control_rx) = mpsc::channel(64);
+    let (decided, mut decisions) = mpsc::channel(super::STAGE_CHANNEL_BATCHES * 4);
+    let running = tokio::spawn(stage.run(stage_in_rx, stage_control_rx, decided));
+    let feeding = tokio::spawn(feed(input, stage_in, stats.clone()));
+    let controlling = tokio::spawn(controller(
+        control,
+        stage_control,
+        reload,
+        geoip,
+        stats.clone(),
+    ));
+    let mut result = Ok(());
+    while let Some(batch) = decisions.recv().await {
+        stats.record_decisions(&batch.decisions);
+        batch.decisions.iter().for_each(log_decision);
+        log_alerts(&batch.alerts);
+        if !hand_on(&revoker, batch).await {
+            // Reading on would queue every later batch behind this one;
+            // stop instead.
+            error!(
+                "The revoker could not record this batch's revocations in the ledger; stopping without acknowledging it, so it is read again after a restart."
+            );
+            result = Err(StageError::Ledger);
+            break;
+        }
+    }
+    // On an error, stop reading at once: ingest sees its receiver gone.
+    feeding.abort();
+    drop(decisions);
+    controlling.abort();
+    let _ = running.await;
+    let _ = feeding.await;
+    let _ = controlling.await;
+    result
+}
+
+/// Hands ingest's deliveries to the stage; a delivery's offsets may be
+/// stored once every shard's part of it is recorded.
+async fn feed(
+    mut input: mpsc::Receiver<Delivery>,
+    stage: mpsc::Sender<Input>,
+    stats: Arc<FlowStats>,
+) {
+    while let Some(delivery) = input.recv().await {
+        stats.record_batch(&delivery);
+        let Delivery {
+            batch,
+            secrets,
+            ack,
+        } = delivery;
+        let item = Input {
+            batch,
+            secrets,
+            ack: Finalizer::new(move || ack.done()),
+        };
+        if stage.send(item).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Applies live changes to the stage: admin requests and metadata updates
+/// as they come, reloads on SIGHUP and when watched files change.
+async fn controller(
+    mut control: mpsc::Receiver<Control>,
+    stage: mpsc::Sender<stage::Control>,
+    reload: ReloadPolicy,
+    mut geoip: Option<GeoIp>,
+    stats: Arc<FlowStats>,
+) {
     let mut ticker = tokio::time::interval(reload.check_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut metadata_stamp = reload.metadata_file.as_ref().and_then(modified);
     let mut rule_stamps = reload.rule_stamps();
-    // Metrics show the rules in force (and the rest) before any batch.
-    stats.set_engine_stats(engine.stats());
     let mut control_open = true;
-    let mut geoip = GeoIpReloader::default();
+    let mut reloader = GeoIpReloader::default();
     let (geoip_tx, mut geoip_rx) = mpsc::channel(1);
     loop {
-        tokio::select! {
-            Some(opened) = geoip_rx.recv() => {
-                geoip.finish(&mut engine, opened);
-                stats.set_engine_stats(engine.stats());
-            }
-            delivery = input.recv() => {
-                let Some(delivery) = delivery else { break };
-                stats.record_batch(&delivery);
-                if !delivery.secrets.is_empty() {
-                    let _ = revoker.send(Command::Secrets(secrets_of(&delivery))).await;
+        let to_stage = tokio::select! {
+            Some(opened) = geoip_rx.recv() => match reloader.finish(opened) {
+                Some(fresh) => {
+                    geoip = Some(fresh.share());
+                    vec![stage::Control::InstallGeoIp(Box::new(fresh))]
                 }
-                // CPU-bound: let the runtime move other tasks off this
-                // thread while the batch is processed.
-                let mut delivery = delivery;
-                let processed = tokio::task::block_in_place(|| engine.process_batch(&mut delivery.batch));
-                match Ok::<_, std::convert::Infallible>(processed) {
-                    Ok(out) => {
-                        stats.record_decisions(&out.decisions);
-                        stats.set_engine_stats(engine.stats());
-                        out.decisions.iter().for_each(log_decision);
-                        log_alerts(&out.alerts);
-                        if hand_on(&revoker, out.decisions, out.alerts).await {
-                            delivery.ack.done();
-                        } else {
-                            // Reading on would queue every later batch
-                            // behind this one; stop instead.
-                            error!("The revoker could not record this batch's revocations in the ledger; stopping without acknowledging it, so it is read again after a restart.");
-                            return Err(StageError::Ledger);
-                        }
-                    }
-                    // Not acknowledged: the batch is read again after a restart.
-                    Err(e) => error!(error = %e, "Cannot process a batch; it stays unacknowledged."),
-                }
-            }
+                None => Vec::new(),
+            },
             msg = control.recv(), if control_open => match msg {
-                Some(Control::Metadata(MetadataUpdate::Upsert(m))) => {
-                    if let Err(e) = engine.upsert_metadata(&m) {
-                        warn!(issuer = %m.issuer, token_id = %m.token_id, error = %e, "Ignored invalid token metadata.");
-                    }
-                }
+                Some(Control::Metadata(MetadataUpdate::Upsert(m))) => vec![stage::Control::Upsert(m)],
                 Some(Control::Metadata(MetadataUpdate::Remove { issuer, token_id })) => {
-                    engine.remove_metadata(&issuer, &token_id);
+                    vec![stage::Control::Remove { issuer, token_id }]
                 }
                 Some(Control::Metadata(MetadataUpdate::CaughtUp)) => {
-                    stats.metadata_ready.send_replace(true);
+                    // Ready once every shard has applied what came before.
+                    let (synced, done) = oneshot::channel();
+                    if stage.send(stage::Control::Sync(synced)).await.is_err() {
+                        return;
+                    }
+                    if done.await.is_ok() {
+                        stats.metadata_ready.send_replace(true);
+                    }
+                    Vec::new()
                 }
                 Some(Control::Describe { issuer, token_id, reply }) => {
-                    let _ = reply.send(engine.describe_token(&issuer, &token_id));
+                    vec![stage::Control::Describe { issuer, token_id, reply }]
                 }
                 Some(Control::Allow(token)) => {
                     info!(token = %token, "Token allowlisted through the admin API.");
-                    engine.allow_token(&token);
+                    vec![stage::Control::Allow(token)]
                 }
                 Some(Control::Reload) => {
                     // The files as they are now are the ones loaded: the
                     // next check must not load them again.
                     metadata_stamp = reload.metadata_file.as_ref().and_then(modified);
                     rule_stamps = reload.rule_stamps();
-                    geoip.start(&engine, false, &geoip_tx);
-                    reload_metadata_file(&mut engine, reload.metadata_file.as_ref());
-                    reload_rules(&mut engine, reload.config_file.as_ref());
-                    stats.set_engine_stats(engine.stats());
+                    reloader.start(geoip.as_ref(), false, &geoip_tx);
+                    let mut changes: Vec<_> = reload_metadata_file(reload.metadata_file.as_ref()).into_iter().collect();
+                    if let Some(path) = &reload.config_file {
+                        changes.extend(reload_rules(&stage, path, &stats).await);
+                    }
+                    changes
                 }
-                None => control_open = false,
+                None => {
+                    control_open = false;
+                    Vec::new()
+                }
             },
             _ = ticker.tick() => {
                 stats.file_checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                geoip.start(&engine, true, &geoip_tx);
+                reloader.start(geoip.as_ref(), true, &geoip_tx);
+                let mut changes = Vec::new();
                 if let Some(path) = &reload.metadata_file {
                     let stamp = modified(path);
                     if stamp != metadata_stamp {
                         metadata_stamp = stamp;
-                        reload_metadata_file(&mut engine, Some(path));
+                        changes.extend(reload_metadata_file(Some(path)));
                     }
                 }
                 let stamps = reload.rule_stamps();
                 if stamps != rule_stamps {
                     rule_stamps = stamps;
-                    reload_rules(&mut engine, reload.config_file.as_ref());
-                    stats.set_engine_stats(engine.stats());
+                    if let Some(path) = &reload.config_file {
+                        changes.extend(reload_rules(&stage, path, &stats).await);
+                    }
                 }
+                changes
+            }
+        };
+        for change in to_stage {
+            if stage.send(change).await.is_err() {
+                return;
             }
         }
     }
-    let out = engine.flush();
-    stats.record_decisions(&out.decisions);
-    out.decisions.iter().for_each(log_decision);
-    hand_on(&revoker, out.decisions, out.alerts).await;
-    Ok(())
 }
 
 /// Why the detect stage stopped before its input ended.
@@ -291,43 +348,60 @@ pub enum StageError {
     Ledger,
 }
 
-fn reload_metadata_file(engine: &mut Engine, path: Option<&PathBuf>) {
-    let Some(path) = path else { return };
+/// The metadata file, read again; `None` (and the previous metadata stays)
+/// if it has errors.
+fn reload_metadata_file(path: Option<&PathBuf>) -> Option<stage::Control> {
+    let path = path?;
     match MetadataStore::load(path) {
         Ok(store) => {
             info!(path = %path.display(), tokens = store.len(), "Token metadata file reloaded.");
-            engine.replace_metadata(store);
+            Some(stage::Control::ReplaceMetadata(store))
         }
         Err(problems) => {
-            error!(problems = ?problems, "Token metadata file has errors; the previous metadata stays in use.")
+            error!(problems = ?problems, "Token metadata file has errors; the previous metadata stays in use.");
+            None
         }
     }
 }
 
 /// Reads the config file again and puts its policy rules in force. Any
 /// problem (in the file or in a rule) keeps the rules in force and says so.
-fn reload_rules(engine: &mut Engine, config_file: Option<&PathBuf>) {
-    let Some(path) = config_file else { return };
-    let rules = Config::load(path)
+/// Returns the change to send when the file itself was bad (to count it).
+async fn reload_rules(
+    stage: &mpsc::Sender<stage::Control>,
+    path: &std::path::Path,
+    stats: &FlowStats,
+) -> Option<stage::Control> {
+    let in_force = stats.engine_stats().policy.rules;
+    let rules = match Config::load(path)
         .map_err(|e| e.problems)
-        .and_then(|config| config.detectors.policy.all_rules());
-    let in_force = engine.policy_rules().len();
-    let reloaded = match rules {
-        Ok(rules) => engine.reload_policy(&rules),
+        .and_then(|config| config.detectors.policy.all_rules())
+    {
+        Ok(rules) => rules,
         Err(problems) => {
-            engine.count_failed_policy_reload();
-            Err(problems)
+            error!(path = %path.display(), problems = ?problems, rules_in_force = in_force, "The reloaded config has problems; the policy rules in force stay.");
+            return Some(stage::Control::CountFailedPolicyReload);
         }
     };
-    match reloaded {
-        Ok(n) => info!(path = %path.display(), rules = n, "Policy rules reloaded."),
-        Err(problems) => error!(
+    let (reply, answer) = oneshot::channel();
+    if stage
+        .send(stage::Control::ReloadPolicy { rules, reply })
+        .await
+        .is_err()
+    {
+        return None;
+    }
+    match answer.await {
+        Ok(Ok(n)) => info!(path = %path.display(), rules = n, "Policy rules reloaded."),
+        Ok(Err(problems)) => error!(
             path = %path.display(),
             problems = ?problems,
             rules_in_force = in_force,
             "The reloaded config has problems; the policy rules in force stay."
         ),
+        Err(_) => {}
     }
+    None
 }
 
 /// Sends [`Control::Reload`] on every SIGHUP.
@@ -391,26 +465,28 @@ mod tests {
         let mut engine = Engine::build(&config, &DecisionConfig::default()).unwrap();
         let (tx, mut rx) = mpsc::channel(1);
         let mut reloader = GeoIpReloader::default();
+        let handle = engine.geoip().map(GeoIp::share);
+        let handle = handle.as_ref();
 
-        reloader.start(&engine, true, &tx);
+        reloader.start(handle, true, &tx);
         assert!(!reloader.running, "nothing changed: nothing to do");
 
         // A corrupt file: opened on a blocking thread, refused, remembered.
         replace(&city, "GeoIP2-City-Test-Invalid-Node-Count.mmdb", 1);
-        reloader.start(&engine, true, &tx);
+        reloader.start(handle, true, &tx);
         assert!(reloader.running);
         let opened = rx.recv().await.unwrap();
         assert!(opened.is_err());
-        reloader.finish(&mut engine, opened);
-        reloader.start(&engine, true, &tx);
+        assert!(reloader.finish(opened).is_none());
+        reloader.start(handle, true, &tx);
         assert!(!reloader.running, "the same bad file is not tried again");
 
         // A good file with other data: opened, installed, counters kept.
         replace(&city, "dbip-city-lite-test.mmdb", 2);
-        reloader.start(&engine, true, &tx);
+        reloader.start(handle, true, &tx);
         assert!(reloader.running);
         let opened = rx.recv().await.unwrap();
-        reloader.finish(&mut engine, opened);
+        engine.install_geoip(reloader.finish(opened).unwrap());
         assert!(!reloader.running && reloader.failed.is_none());
         let mut events = vec![schemas::Event::new(
             1_795_813_200_000,

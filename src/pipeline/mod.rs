@@ -1,9 +1,10 @@
 //! The running pipeline:
 //!
 //! ```text
-//! KafkaSource ──batches──> detect stage (Engine) ──decisions──> Revoker ──> issuers, webhooks
-//!      ^                         │  ^                               │
-//!      └──────── ack ────────────┘  └── metadata updates, reloads    └── ledger topic (first)
+//! KafkaSource ──batches──> DetectStage (Engine × shards) ──DecisionBatch──> Revoker ──> issuers, webhooks
+//!      ^                         ^                                  │           │
+//!      │                         └── metadata updates, reloads      │           └── ledger topic (first)
+//!      └──────────── ack (a Finalizer, done per shard part) ────────┘
 //! ```
 //!
 //! Channels are bounded, so a slow stage pushes back on the consumer. A
@@ -106,8 +107,16 @@ pub async fn run(
     let (tx, rx) = mpsc::channel(STAGE_CHANNEL_BATCHES);
     let reload = detect::ReloadPolicy::from_config(config);
     let stage = tokio::spawn(
-        detect_stage(rx, engine, control_rx, reload, stats.clone(), commands)
-            .instrument(info_span!("detect")),
+        detect_stage(
+            rx,
+            engine,
+            config.detectors.shard_count(),
+            control_rx,
+            reload,
+            stats.clone(),
+            commands,
+        )
+        .instrument(info_span!("detect")),
     );
     let mut shutdown = std::pin::pin!(shutdown);
     let ingest = if metadata_applied(&stats, &metadata_progress, shutdown.as_mut()).await {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use detectors::EngineStats;
+use detectors::stage::StageStats;
 use hdrhistogram::Histogram;
 use ingest::Delivery;
 use schemas::{Action, Decision};
@@ -19,8 +20,8 @@ pub struct FlowStats {
     pub ingest_latency_us: Mutex<Histogram<u64>>,
     /// Kafka record timestamp of the triggering event → decision made, µs.
     pub decision_latency_us: Mutex<Histogram<u64>>,
-    /// The detect stage's counters, as of its last batch.
-    engine: Mutex<EngineStats>,
+    /// The detect stage's counters, live (every shard's, added up).
+    engine: Mutex<StageStats>,
     /// The latest decisions, newest last, at most `recent_cap`.
     recent: Mutex<VecDeque<Decision>>,
     recent_cap: usize,
@@ -101,14 +102,15 @@ impl FlowStats {
         self
     }
 
-    pub fn set_engine_stats(&self, stats: EngineStats) {
+    /// Follows this stage's counters from now on.
+    pub fn follow_stage(&self, stats: StageStats) {
         if let Ok(mut e) = self.engine.lock() {
             *e = stats;
         }
     }
 
     pub fn engine_stats(&self) -> EngineStats {
-        self.engine.lock().map(|e| e.clone()).unwrap_or_default()
+        self.engine.lock().map(|e| e.merged()).unwrap_or_default()
     }
 
     /// Up to `limit` recent decisions, newest first.

@@ -75,3 +75,86 @@ fn the_engine_revokes_exactly_the_attack_tokens() {
     assert_eq!(travellers, benign_alerts.len(), "{benign_alerts:?}");
     assert!(travellers > 0, "the travellers land within the scenario");
 }
+
+/// The scenario through the detect stage with `shards` shards, in batches
+/// of `batch` events: every decision as JSON, in a canonical order.
+fn staged_decisions(s: &Scenario, shards: usize, batch: usize) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let geoip = GeoIp::from_bytes(CITY_DB.to_vec(), Some(ASN_DB.to_vec()), None).unwrap();
+    let mut store = detectors::MetadataStore::default();
+    for m in &s.metadata {
+        store.upsert(m).unwrap();
+    }
+    let decision = detectors::DecisionConfig {
+        mode: schemas::Mode::Enforce,
+        ..Default::default()
+    };
+    let engine =
+        detectors::Engine::with_parts(&s.detectors_config(), &decision, Some(geoip), store);
+    let stage = detectors::DetectStage::new(engine, shards);
+    assert_eq!(stage.shards(), shards);
+    runtime.block_on(async {
+        let (input, input_rx) = tokio::sync::mpsc::channel(4);
+        let (_control, control_rx) = tokio::sync::mpsc::channel(1);
+        let (output, mut decided) = tokio::sync::mpsc::channel(16);
+        let running = tokio::spawn(stage.run(input_rx, control_rx, output));
+        let events = s.events.clone();
+        let feeding = tokio::spawn(async move {
+            for (n, chunk) in events.chunks(batch).enumerate() {
+                let origins = (0..chunk.len())
+                    .map(|i| schemas::Origin {
+                        topic: "t".into(),
+                        partition: 0,
+                        offset: (n * batch + i) as i64,
+                        kafka_ts_ms: None,
+                    })
+                    .collect();
+                let item = detectors::stage::Input {
+                    batch: schemas::EventBatch {
+                        events: chunk.to_vec(),
+                        origins,
+                    },
+                    secrets: Vec::new(),
+                    ack: detectors::Finalizer::none(),
+                };
+                input.send(item).await.unwrap();
+            }
+        });
+        let mut all = Vec::new();
+        while let Some(b) = decided.recv().await {
+            all.extend(
+                b.decisions
+                    .iter()
+                    .map(|d| serde_json::to_string(d).unwrap()),
+            );
+            b.ack.done();
+        }
+        feeding.await.unwrap();
+        running.await.unwrap();
+        all.sort();
+        all
+    })
+}
+
+#[test]
+fn sharding_keeps_every_decision_byte_for_byte() {
+    let s = Scenario::generate(11, 300, 1_795_813_200_000, 6 * 3_600_000, 120_000);
+    let one = staged_decisions(&s, 1, 500);
+    let four = staged_decisions(&s, 4, 500);
+    assert!(
+        one.iter().any(|d| d.contains("\"action\":\"revoke\"")),
+        "the scenario revokes"
+    );
+    let only_one: Vec<_> = one.iter().filter(|d| !four.contains(d)).collect();
+    let only_four: Vec<_> = four.iter().filter(|d| !one.contains(d)).collect();
+    assert!(
+        only_one.is_empty() && only_four.is_empty(),
+        "1 shard only: {only_one:#?}\n4 shards only: {only_four:#?}"
+    );
+    for (a, b) in one.iter().zip(&four) {
+        assert_eq!(a, b);
+    }
+}

@@ -54,8 +54,13 @@ pub async fn config(name: &str, topic: &str) -> tokenwatch::Config {
     create_topic(&config.revoker.webhook_outbox_topic, 1).await;
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.admin.probe_listen = "127.0.0.1:0".parse().unwrap();
+    config.detectors.shards = Some(E2E_SHARDS);
     config
 }
+
+/// Detect shards in every e2e pipeline: more than one whatever the
+/// machine, so each test also checks the sharded stage.
+pub const E2E_SHARDS: usize = 3;
 
 /// A topic name no other test or run uses.
 pub fn unique_name(prefix: &str) -> String {
@@ -225,6 +230,7 @@ pub fn scenario_detectors(
     let mut config = scenario.detectors_config();
     config.geoip = Some(geoip);
     config.metadata_file = Some(metadata);
+    config.shards = Some(E2E_SHARDS);
     config
 }
 

@@ -9,6 +9,7 @@ mod corroboration;
 mod dedup;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 pub use budget::{Budget, OverBudget};
 pub use config::{AllowConfig, BudgetConfig, DecisionConfig, DetectorPolicy};
@@ -62,7 +63,8 @@ pub struct Decider {
     allowed_tokens: HashSet<String>,
     allowed_principals: HashSet<String>,
     dedup: Dedup,
-    budget: Budget,
+    /// Shared by every detect shard: the limits are per instance.
+    budget: Arc<Mutex<Budget>>,
     corroboration: Corroboration,
     /// The issuers a revocation can be sent to; `None`: any (tests, tools
     /// without a revoker).
@@ -73,10 +75,10 @@ pub struct Decider {
 impl Decider {
     pub fn new(config: DecisionConfig) -> Self {
         let dedup = Dedup::new(config.dedup_window.as_millis() as i64, 100_000);
-        let budget = Budget::new(
+        let budget = Arc::new(Mutex::new(Budget::new(
             config.budget.per_issuer_per_minute,
             config.budget.overall_per_minute,
-        );
+        )));
         let corroboration = Corroboration::new(
             config
                 .corroboration_window
@@ -104,6 +106,17 @@ impl Decider {
         self.revocable = Some(issuers.into_iter().cloned().collect());
     }
 
+    /// A decider for another detect shard: the same config, allowlists and
+    /// revocable issuers, the same revocation budget (shared), and its own
+    /// deduplication, corroboration and counters.
+    pub fn replica(&self) -> Decider {
+        let mut d = Decider::new(self.config.clone());
+        d.allowed_tokens = self.allowed_tokens.clone();
+        d.revocable = self.revocable.clone();
+        d.budget = Arc::clone(&self.budget);
+        d
+    }
+
     /// Adds a token (`issuer/token_id` or `token_id`) to the allowlist.
     pub fn allow_token(&mut self, token: &str) {
         self.allowed_tokens.insert(token.to_string());
@@ -111,6 +124,10 @@ impl Decider {
 
     pub fn stats(&self) -> &DecisionStats {
         &self.stats
+    }
+
+    pub fn config(&self) -> &DecisionConfig {
+        &self.config
     }
 
     pub fn mode(&self) -> Mode {
@@ -286,8 +303,11 @@ impl Decider {
                 event.issuer
             ));
         }
-        if action == Action::Revoke
-            && let Err(over) = self.budget.take(&event.issuer, now)
+        // Locked only for a revocation: the budget is shared by the shards.
+        let mut budget = (action == Action::Revoke)
+            .then(|| self.budget.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(budget) = budget.as_mut()
+            && let Err(over) = budget.take(&event.issuer, now)
         {
             action = Action::Alert;
             self.stats.over_budget += 1;
@@ -298,7 +318,7 @@ impl Decider {
             notes.push(format!(
                 "revocation budget exceeded ({limit} per minute for {scope}); downgraded to alert"
             ));
-            if self.budget.should_alert(&event.issuer, &over, now) {
+            if budget.should_alert(&event.issuer, &over, now) {
                 out.alerts.push(SystemAlert {
                         kind: "revocation_budget_exceeded",
                         message: format!(
@@ -310,6 +330,7 @@ impl Decider {
                     });
             }
         }
+        drop(budget);
         if self.config.mode == Mode::DryRun && action == Action::Revoke {
             action = Action::Alert;
             notes.push("dry run: would revoke".into());

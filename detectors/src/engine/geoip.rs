@@ -37,14 +37,7 @@ impl Engine {
     /// files' stamps now (to remember a failed attempt by). `None` when
     /// there is nothing to reload, or `only_if_changed` and nothing changed.
     pub fn geoip_reload_job(&self, only_if_changed: bool) -> Option<GeoIpReloadJob> {
-        let g = self.geoip.as_ref()?;
-        if only_if_changed && !g.changed_on_disk() {
-            return None;
-        }
-        Some(GeoIpReloadJob {
-            config: g.reload_config()?.clone(),
-            stamps: g.disk_stamps(),
-        })
+        self.geoip.as_ref()?.reload_job(only_if_changed)
     }
 
     /// Puts databases opened elsewhere in use, counters kept.
@@ -56,5 +49,23 @@ impl Engine {
         if let Ok(mut slot) = self.anonymous.write() {
             *slot = geoip.anonymous_reader();
         }
+    }
+
+    /// The GeoIP databases in use.
+    pub fn geoip(&self) -> Option<&GeoIp> {
+        self.geoip.as_ref()
+    }
+}
+
+impl GeoIp {
+    /// See [`Engine::geoip_reload_job`].
+    pub fn reload_job(&self, only_if_changed: bool) -> Option<GeoIpReloadJob> {
+        if only_if_changed && !self.changed_on_disk() {
+            return None;
+        }
+        Some(GeoIpReloadJob {
+            config: self.reload_config()?.clone(),
+            stamps: self.disk_stamps(),
+        })
     }
 }

@@ -1,6 +1,8 @@
 //! The detection stage: enriches each event, runs the detectors with the
 //! token's state, and hands the findings to the [`Decider`].
 
+use std::sync::Arc;
+
 use datafusion::arrow::array::{Array, BooleanArray};
 use schemas::{Event, EventBatch, Origin, TokenMetadata};
 
@@ -70,13 +72,57 @@ pub struct PolicyStats {
     pub per_rule: Vec<RuleStats>,
 }
 
+impl EngineStats {
+    /// Adds another shard's counters. The rule set is the same in every
+    /// shard: its size, plans and reloads are the first shard's; matches,
+    /// errors and evaluations add up.
+    pub fn add(&mut self, other: &EngineStats) {
+        self.events += other.events;
+        self.late_events += other.late_events;
+        self.future_events += other.future_events;
+        for (mine, theirs) in [
+            (&mut self.store, &other.store),
+            (&mut self.principals, &other.principals),
+        ] {
+            mine.tokens += theirs.tokens;
+            mine.evicted += theirs.evicted;
+            mine.expired += theirs.expired;
+        }
+        self.inherited_tokens += other.inherited_tokens;
+        let (d, o) = (&mut self.decision, &other.decision);
+        for (mine, theirs) in d.findings.iter_mut().zip(o.findings) {
+            *mine += theirs;
+        }
+        for (mine, theirs) in d.decisions.iter_mut().zip(o.decisions) {
+            *mine += theirs;
+        }
+        d.shadow_findings += o.shadow_findings;
+        d.allowlisted += o.allowlisted;
+        d.suppressed_repeats += o.suppressed_repeats;
+        d.over_budget += o.over_budget;
+        d.unconfigured_issuer += o.unconfigured_issuer;
+        d.low_confidence_caps += o.low_confidence_caps;
+        d.uncorroborated_caps += o.uncorroborated_caps;
+        self.geoip_lookups += other.geoip_lookups;
+        self.geoip_cache_hits += other.geoip_cache_hits;
+        self.geoip_decode_errors += other.geoip_decode_errors;
+        self.policy.evaluations += other.policy.evaluations;
+        for (mine, theirs) in self.policy.per_rule.iter_mut().zip(&other.policy.per_rule) {
+            mine.matches += theirs.matches;
+            mine.errors += theirs.errors;
+        }
+    }
+}
+
 pub struct Engine {
+    /// What [`into_shards`](Self::into_shards) builds the shards from.
+    config: DetectorsConfig,
     geoip: Option<GeoIp>,
     store: TokenStore,
     /// What each principal's tokens have learnt, for its new tokens.
     principals: Principals,
-    /// From the metadata file; replaced whole on reload.
-    metadata: MetadataStore,
+    /// From the metadata file; replaced whole on reload, shared by shards.
+    metadata: Arc<MetadataStore>,
     /// From the live metadata topic; consulted first.
     live_metadata: MetadataStore,
     detectors: Vec<Box<dyn Detector>>,
@@ -159,7 +205,8 @@ impl Engine {
             geoip,
             store: TokenStore::new(config.max_tokens, idle_s),
             principals: Principals::new(config.max_principals, idle_s),
-            metadata,
+            config: config.clone(),
+            metadata: Arc::new(metadata),
             live_metadata: MetadataStore::default(),
             detectors,
             policy: PolicySet::empty(),
@@ -185,6 +232,45 @@ impl Engine {
     ) -> Self {
         self.decider.set_revocable_issuers(issuers);
         self
+    }
+
+    /// The `[detectors]` section it was built from.
+    pub fn config(&self) -> &DetectorsConfig {
+        &self.config
+    }
+
+    /// Splits this engine into `n` engines for the detect shards. Each
+    /// holds the state of its own tokens, under its part of the caps
+    /// (`max_tokens / n`, `max_principals / n`), with its own GeoIP cache
+    /// over the same (shared) databases, the same metadata and rules, and
+    /// the revocation budget shared. State learnt so far stays with the
+    /// first shard only, so split a fresh engine.
+    pub fn into_shards(self, n: usize) -> Vec<Engine> {
+        if n <= 1 {
+            return vec![self];
+        }
+        let mut config = self.config.clone();
+        config.max_tokens = (config.max_tokens / n).max(1);
+        config.max_principals = config.max_principals.div_ceil(n);
+        let rules = self.policy.rule_configs();
+        (0..n)
+            .map(|_| {
+                let mut shard = Engine::with_parts(
+                    &config,
+                    self.decider.config(),
+                    self.geoip.as_ref().map(GeoIp::share),
+                    MetadataStore::default(),
+                );
+                shard.config = self.config.clone();
+                shard.metadata = Arc::clone(&self.metadata);
+                shard.live_metadata = self.live_metadata.clone();
+                shard.decider = self.decider.replica();
+                let policy = PolicySet::compile(&rules, &shard.anonymous)
+                    .expect("rules in force compile again");
+                shard.install_policy(policy);
+                shard
+            })
+            .collect()
     }
 
     /// Processes a batch from ingest, enriching its events in place.
@@ -393,8 +479,8 @@ impl Engine {
     }
 
     /// Replaces what the metadata file said (a reload); live updates stay.
-    pub fn replace_metadata(&mut self, store: MetadataStore) {
-        self.metadata = store;
+    pub fn replace_metadata(&mut self, store: impl Into<Arc<MetadataStore>>) {
+        self.metadata = store.into();
     }
 
     /// What the engine knows about one token, for the admin API.

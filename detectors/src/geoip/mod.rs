@@ -156,6 +156,17 @@ impl GeoIp {
         }
     }
 
+    /// The same databases (shared, not copied) with a cache of its own
+    /// and counters from zero: one per detect shard.
+    pub fn share(&self) -> GeoIp {
+        Self::assemble(
+            self.config.clone(),
+            self.city.clone(),
+            self.asn.clone(),
+            self.anonymous.clone(),
+        )
+    }
+
     /// Looks up an address, through the cache.
     pub fn lookup(&mut self, ip: IpAddr) -> GeoInfo {
         if let Some(hit) = self.cache.get(&ip) {

@@ -94,11 +94,15 @@ pub fn policy_batch(
         .fields()
         .iter()
         .enumerate()
-        .map(|(i, field)| match (i, read.get(i).copied().unwrap_or(true)) {
-            (_, false) => new_null_array(field.data_type(), events.len()),
-            (i, true) if i == age => Arc::new(Int64Array::from(token_age_s.to_vec())) as ArrayRef,
-            (i, true) => event_column(events, i),
-        })
+        .map(
+            |(i, field)| match (i, read.get(i).copied().unwrap_or(true)) {
+                (_, false) => new_null_array(field.data_type(), events.len()),
+                (i, true) if i == age => {
+                    Arc::new(Int64Array::from(token_age_s.to_vec())) as ArrayRef
+                }
+                (i, true) => event_column(events, i),
+            },
+        )
         .collect();
     Ok(RecordBatch::try_new(schema, columns)?)
 }
@@ -216,6 +220,11 @@ impl PolicySet {
     /// Physical plans made to build this set: one per rule, never per batch.
     pub fn plans(&self) -> u64 {
         self.plans
+    }
+
+    /// The rules in force, as configured.
+    pub fn rule_configs(&self) -> Vec<RuleConfig> {
+        self.rules.iter().map(|r| r.config.clone()).collect()
     }
 
     /// Per [`policy_schema`] column: whether some rule reads it.

@@ -36,7 +36,8 @@ pub fn render_url(template: &str, values: &[(&str, &str)]) -> Result<String, Str
             "{{{name}}} is {value:?}, which a URL path cannot hold (it is read as a dot segment)"
         ));
     }
-    Ok(render(path, values, Context::Path) + &render(&template[path.len()..], values, Context::Form))
+    Ok(render(path, values, Context::Path)
+        + &render(&template[path.len()..], values, Context::Form))
 }
 
 fn percent_encode_path(value: &str, out: &mut String) {

@@ -90,7 +90,12 @@ fn schema_marks_required_columns_non_nullable() {
     assert_eq!(schema.index_of(col::COUNTRY).unwrap(), ENRICHMENT_START);
     // Every column is built with its field's type.
     for (i, field) in schema.fields().iter().enumerate() {
-        assert_eq!(event_column(&[], i).data_type(), field.data_type(), "{}", field.name());
+        assert_eq!(
+            event_column(&[], i).data_type(),
+            field.data_type(),
+            "{}",
+            field.name()
+        );
     }
 }
 
