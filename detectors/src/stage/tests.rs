@@ -37,13 +37,20 @@ fn input(events: Vec<Event>, ack: Finalizer) -> Input {
     }
 }
 
-fn counter() -> (Arc<AtomicUsize>, impl Fn() -> Finalizer) {
+/// Finalizers that count their batch's acknowledgement and announce it.
+fn counter() -> (
+    Arc<AtomicUsize>,
+    mpsc::UnboundedReceiver<()>,
+    impl Fn() -> Finalizer,
+) {
     let acks = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::unbounded_channel();
     let a = acks.clone();
-    (acks, move || {
-        let a = a.clone();
+    (acks, rx, move || {
+        let (a, tx) = (a.clone(), tx.clone());
         Finalizer::new(move || {
             a.fetch_add(1, Ordering::SeqCst);
+            let _ = tx.send(());
         })
     })
 }
@@ -69,7 +76,7 @@ async fn a_batch_is_acknowledged_once_every_shard_part_is_recorded() {
     let (_control_tx, control_rx) = mpsc::channel(4);
     let (out_tx, mut out_rx) = mpsc::channel(16);
     let running = tokio::spawn(stage.run(in_rx, control_rx, out_tx));
-    let (acks, ack) = counter();
+    let (acks, mut acked, ack) = counter();
 
     // 40 tokens, one of them from Changchun after London a minute ago: an
     // impossible-travel alert on one shard; the other parts are quiet.
@@ -90,6 +97,8 @@ async fn a_batch_is_acknowledged_once_every_shard_part_is_recorded() {
         "the part with a decision is not recorded yet"
     );
     batch.ack.done();
+    // The quiet parts are done by their shards as they finish them.
+    acked.recv().await.unwrap();
     assert_eq!(acks.load(Ordering::SeqCst), 1);
 
     // A part whose decisions could not be recorded: never acknowledged.
@@ -113,7 +122,7 @@ async fn controls_reach_every_shard_in_order_with_the_batches() {
     let (control_tx, control_rx) = mpsc::channel(4);
     let (out_tx, mut out_rx) = mpsc::channel(16);
     let running = tokio::spawn(stage.run(in_rx, control_rx, out_tx));
-    let (_, ack) = counter();
+    let (_, _, ack) = counter();
 
     // Every token is scoped to reads; the metadata reaches all shards.
     for i in 0..30 {
