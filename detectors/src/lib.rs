@@ -48,7 +48,7 @@ mod testkit;
 pub use config::DetectorsConfig;
 pub use decision::{Decider, DecisionConfig, DecisionOutput};
 pub use detector::{Detector, Observation};
-pub use engine::{BuildError, Engine, EngineStats, GeoIpReloadJob};
+pub use engine::{BuildError, Engine, EngineStats, GeoIpReloadJob, StageNanos};
 pub use geoip::{GeoIp, GeoIpConfig};
 pub use metadata::MetadataStore;
 pub use stage::{DecisionBatch, DetectStage, Finalizer};

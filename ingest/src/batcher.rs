@@ -70,9 +70,11 @@ impl BatchBuilder {
         self.tally.bytes += payload.map_or(0, |p| p.len() as u64);
         self.note_offset(&origin);
         let mut decoded = std::mem::take(&mut self.decoded);
+        let started = std::time::Instant::now();
         let result = self
             .decoder
             .decode_into(payload.unwrap_or_default(), &mut decoded);
+        self.tally.decode_ns += started.elapsed().as_nanos() as u64;
         // A CloudTrail file yields many events; they share the record's origin.
         for d in decoded.events.drain(..) {
             if let Some(secret) = d.secret {

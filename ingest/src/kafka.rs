@@ -203,9 +203,17 @@ impl KafkaSource {
                     StartFrom::Latest => "latest",
                 },
             );
-        if !config.properties.contains_key("fetch.wait.max.ms") {
-            // Low latency matters more than fetch efficiency for detection.
-            consumer_config.set("fetch.wait.max.ms", "10");
+        // Low latency matters more than fetch efficiency for detection: a
+        // fetch returns as soon as one record is there (or after 10 ms
+        // empty), and a lone fetch request is not held back by Nagle.
+        for (name, value) in [
+            ("fetch.wait.max.ms", "10"),
+            ("fetch.min.bytes", "1"),
+            ("socket.nagle.disable", "true"),
+        ] {
+            if !config.properties.contains_key(name) {
+                consumer_config.set(name, value);
+            }
         }
         if !config.properties.contains_key("statistics.interval.ms") {
             // Feeds the consumer-lag gauge.

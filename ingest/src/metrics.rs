@@ -33,6 +33,8 @@ pub struct IngestMetrics {
     pub consumer_errors: AtomicU64,
     /// Batches handed on, by why they closed, in [`BatchClose`] order.
     pub batch_closes: [AtomicU64; 3],
+    /// Time spent decoding records, summed (CPU time).
+    pub decode_ns: AtomicU64,
 }
 
 /// Why a batch was handed on.
@@ -66,6 +68,7 @@ pub struct Tally {
     pub bytes: u64,
     pub dead_lettered: [u64; DecodeError::REASONS.len()],
     pub skipped: u64,
+    pub decode_ns: u64,
 }
 
 impl IngestMetrics {
@@ -82,6 +85,7 @@ impl IngestMetrics {
         self.events.fetch_add(t.events, Relaxed);
         self.bytes.fetch_add(t.bytes, Relaxed);
         self.skipped.fetch_add(t.skipped, Relaxed);
+        self.decode_ns.fetch_add(t.decode_ns, Relaxed);
         for (counter, n) in self.dead_lettered.iter().zip(t.dead_lettered) {
             if n > 0 {
                 counter.fetch_add(n, Relaxed);

@@ -5,24 +5,34 @@ use std::net::IpAddr;
 
 use crate::event::Event;
 
+/// Principals (services) the tokens belong to; each calls from its own
+/// network, a /18 of the 4,096 in `20.0.0.0/6` that the synthetic GeoIP
+/// fixtures place in many cities and countries.
+pub const PRINCIPALS: usize = 2_000;
+
+/// One in this many events is an attack: the token calls from another
+/// service's network, far from its own (impossible travel, a new country).
+pub const ATTACK_EVERY: usize = 100_000;
+
 /// Event number `i` of a stream over `tokens` tokens, with event time
-/// `t0_ms + i` and the source address in `20.0.0.0/7` (the range the
-/// synthetic GeoIP fixtures cover).
+/// `t0_ms + i`. A token belongs to principal `token % PRINCIPALS` and calls
+/// from its own address in its principal's network, except the attacks
+/// (one in [`ATTACK_EVERY`]).
 pub fn realistic(i: usize, tokens: usize, t0_ms: i64) -> Event {
     let token = i % tokens.max(1);
+    let principal = token % PRINCIPALS;
+    let attack = i % ATTACK_EVERY == ATTACK_EVERY - 1;
+    let network = (principal as u32 * 769 + if attack { 2048 } else { 0 }) % 4096;
+    let host = 1 + (token / PRINCIPALS) as u32 % 16_000;
+    let address = (20u32 << 24) + (network << 14) + host;
     let mut e = Event::new(
         t0_ms + i as i64,
         format!("tok-{token:06}"),
         "oauth",
         "GET /v1/orders/{id}",
     );
-    e.principal = Some(format!("svc-orders-{}", token % 40));
-    e.src_ip = Some(IpAddr::from([
-        20 + (token >> 16 & 1) as u8,
-        (token >> 8) as u8,
-        token as u8,
-        1 + (i % 200) as u8,
-    ]));
+    e.principal = Some(format!("svc-orders-{principal}"));
+    e.src_ip = Some(IpAddr::from(address.to_be_bytes()));
     e.user_agent = Some("orders-client/3.2.1 (linux; x86_64) reqwest/0.12".into());
     e.session_id = Some(format!("sess-{:08x}", i * 7919));
     e.resource = Some(format!("/v1/orders/{}", 100_000 + i));

@@ -509,7 +509,18 @@ fn bench_reports_r1_from_one_run_against_the_real_broker() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("TOKENWATCH_TEST_BROKERS", support::brokers())
         .args([
-            "bench", "--events", "3000", "--tokens", "300", "--runs", "2", "--json",
+            "bench",
+            "--events",
+            "3000",
+            "--tokens",
+            "300",
+            "--runs",
+            "2",
+            "--rate",
+            "500",
+            "--attacks",
+            "15",
+            "--json",
         ])
         .arg(&json)
         .output()
@@ -538,4 +549,27 @@ fn bench_reports_r1_from_one_run_against_the_real_broker() {
         (300..=500).contains(&r["mean_payload_bytes"].as_u64().unwrap()),
         "{r}"
     );
+    // R2: every attack revoked and timed; tokenwatch's own part is the
+    // end-to-end figure less the bare consumer's.
+    assert!(stdout.contains("| R2 latency tokenwatch adds"), "{stdout}");
+    let l = &r["latency"];
+    assert_eq!(
+        (l["attacks"].as_u64(), l["measured"].as_u64()),
+        (Some(15), Some(15)),
+        "{r}"
+    );
+    for q in ["end_to_end", "bare", "added", "to_decision"] {
+        let (p50, p99, max) = (
+            l[q]["p50_ms"].as_f64().unwrap(),
+            l[q]["p99_ms"].as_f64().unwrap(),
+            l[q]["max_ms"].as_f64().unwrap(),
+        );
+        assert!(p50 <= p99 && p99 <= max, "{q}: {l}");
+    }
+    assert!(l["end_to_end"]["p50_ms"].as_f64().unwrap() > 0.0, "{l}");
+    // Per-stage time comes from the pipeline's own counters.
+    let stages = &r["ns_per_event"];
+    for stage in ["decode", "enrich", "detectors", "rules"] {
+        assert!(stages[stage].as_f64().unwrap() > 0.0, "{stage}: {stages}");
+    }
 }

@@ -2,6 +2,7 @@
 //! token's state, and hands the findings to the [`Decider`].
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use datafusion::arrow::array::{Array, BooleanArray};
 use schemas::{Event, EventBatch, Origin, TokenMetadata};
@@ -54,6 +55,21 @@ pub struct EngineStats {
     pub geoip_cache_hits: u64,
     pub geoip_decode_errors: u64,
     pub policy: PolicyStats,
+    /// Time spent per step, summed over events (CPU time, not latency).
+    pub nanos: StageNanos,
+}
+
+/// Nanoseconds spent in each step of processing, over all events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageNanos {
+    /// GeoIP lookups (through the cache).
+    pub enrich: u64,
+    /// State lookups, the detectors, principals and housekeeping.
+    pub detect: u64,
+    /// Policy rules: building their Arrow columns and evaluating them.
+    pub rules: u64,
+    /// Combining findings into decisions.
+    pub decide: u64,
 }
 
 /// Counters of the policy rules, for metrics.
@@ -106,6 +122,10 @@ impl EngineStats {
         self.geoip_lookups += other.geoip_lookups;
         self.geoip_cache_hits += other.geoip_cache_hits;
         self.geoip_decode_errors += other.geoip_decode_errors;
+        self.nanos.enrich += other.nanos.enrich;
+        self.nanos.detect += other.nanos.detect;
+        self.nanos.rules += other.nanos.rules;
+        self.nanos.decide += other.nanos.decide;
         self.policy.evaluations += other.policy.evaluations;
         for (mine, theirs) in self.policy.per_rule.iter_mut().zip(&other.policy.per_rule) {
             mine.matches += theirs.matches;
@@ -141,6 +161,7 @@ pub struct Engine {
     future_events: u64,
     /// New tokens started from their principal's context.
     inherited: u64,
+    nanos: StageNanos,
 }
 
 impl Engine {
@@ -221,6 +242,7 @@ impl Engine {
             late_events: 0,
             future_events: 0,
             inherited: 0,
+            nanos: StageNanos::default(),
         }
     }
 
@@ -282,12 +304,17 @@ impl Engine {
     pub fn process(&mut self, events: &mut [Event], origins: &[Origin]) -> DecisionOutput {
         let mut out = DecisionOutput::default();
         let mut findings = Vec::new();
+        let started = Instant::now();
         let anonymity: Vec<Anonymity> = events.iter_mut().map(|e| self.enrich(e)).collect();
+        let enriched = Instant::now();
         let keys: Vec<TokenKey> = events
             .iter()
             .map(|e| self.store.key(&e.issuer, &e.token_id))
             .collect();
+        let keyed = Instant::now();
         let rules = self.evaluate_policy(events, &keys);
+        let ruled = Instant::now();
+        let mut decide_ns = 0u64;
         for (row, (event, origin)) in events.iter_mut().zip(origins).enumerate() {
             self.events += 1;
             let anonymity = anonymity[row];
@@ -359,8 +386,10 @@ impl Engine {
                 }
             }
             if !findings.is_empty() {
+                let deciding = Instant::now();
                 self.decider
                     .decide(key, event, origin, std::mem::take(&mut findings), &mut out);
+                decide_ns += deciding.elapsed().as_nanos() as u64;
             }
         }
         if self.watermark_ms != i64::MIN
@@ -368,6 +397,13 @@ impl Engine {
         {
             self.housekeeping(&mut out);
         }
+        let nanos = |from: Instant, to: Instant| to.duration_since(from).as_nanos() as u64;
+        let t = &mut self.nanos;
+        t.enrich += nanos(started, enriched);
+        t.rules += nanos(keyed, ruled);
+        t.decide += decide_ns;
+        t.detect +=
+            (nanos(enriched, keyed) + nanos(ruled, Instant::now())).saturating_sub(decide_ns);
         out
     }
 
@@ -532,6 +568,7 @@ impl Engine {
                 per_rule: self.policy.stats(),
                 ..self.policy_stats.clone()
             },
+            nanos: self.nanos,
         }
     }
 

@@ -53,7 +53,10 @@ impl KafkaLog {
         consumer_config
             .set("enable.auto.commit", "false")
             .set("group.id", "tokenwatch-ledger-follower")
-            .set("fetch.wait.max.ms", "10");
+            .set("fetch.wait.max.ms", "10")
+            // A revocation waits for its claim to be read back: no Nagle
+            // delay on the fetch requests.
+            .set("socket.nagle.disable", "true");
         let consumer: BaseConsumer = consumer_config.create().map_err(err)?;
         let now = now_ms();
         let applied = read_to_end(&consumer, topic, |msg| {
@@ -86,6 +89,7 @@ impl KafkaLog {
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "0")
+            .set("socket.nagle.disable", "true")
             // A write that cannot be delivered fails within the read-back
             // time, so the caller can retry or stop, instead of waiting
             // librdkafka's default five minutes.

@@ -9,9 +9,17 @@
 //! each with a fresh consumer group, `--runs` times each. The figure is the
 //! ratio of the medians.
 //!
+//! R2, latency: see [`latency`].
+//!
 //! R3, memory: the process's resident set grows while the pipeline drains
 //! the topic; that growth over the tokens it then holds state for, in bytes
 //! per token (first run; `--tokens` sets the count).
+//!
+//! Per stage: the pipeline's own counters of time spent decoding, enriching,
+//! in the detectors, the policy rules and the decision, over the events of
+//! the last pipeline drain (CPU time per event; shards run in parallel).
+
+mod latency;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -45,9 +53,25 @@ pub struct BenchOptions {
     /// Drains of each kind, alternating.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// R2: events per second sent while attacks are timed.
+    #[arg(long, default_value_t = 2_000)]
+    pub rate: u32,
+    /// R2: single-event attacks timed (10 a second); 0 skips R2.
+    #[arg(long, default_value_t = 300)]
+    pub attacks: usize,
     /// Also write every figure here, as JSON.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+}
+
+/// Nanoseconds per event in each step, from the pipeline's counters.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct PerStage {
+    pub decode: f64,
+    pub enrich: f64,
+    pub detectors: f64,
+    pub rules: f64,
+    pub decision: f64,
 }
 
 /// Every figure of one bench run.
@@ -72,6 +96,12 @@ pub struct BenchReport {
     pub r3_bytes_per_token: f64,
     /// Revocations the loopback issuer received in the last pipeline run.
     pub revocations: u64,
+    /// Detect shards the pipeline ran.
+    pub shards: usize,
+    /// Per-step CPU time per event, last pipeline drain.
+    pub ns_per_event: PerStage,
+    /// R2, unless skipped.
+    pub latency: Option<latency::Latency>,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -112,7 +142,7 @@ async fn preload(brokers: &str, topic: &str, n: usize, tokens: usize) -> anyhow:
         .set("queue.buffering.max.messages", "1000000")
         .set("compression.type", "lz4")
         .create()?;
-    let t0 = pipeline_now_ms() - n as i64;
+    let t0 = wall_ms() - n as i64;
     let mut bytes = 0usize;
     for i in 0..n {
         let e = schemas::sample::realistic(i, tokens, t0);
@@ -133,7 +163,7 @@ async fn preload(brokers: &str, topic: &str, n: usize, tokens: usize) -> anyhow:
     Ok(bytes / n.max(1))
 }
 
-fn pipeline_now_ms() -> i64 {
+fn wall_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -177,6 +207,7 @@ struct Drain {
     rate: f64,
     tokens: usize,
     rss_growth: u64,
+    stages: PerStage,
 }
 
 /// The `run` pipeline draining `n` events with a fresh group and ledger.
@@ -220,13 +251,24 @@ async fn pipeline_drain(base: &Config, n: usize) -> anyhow::Result<Drain> {
     }
     let rate = (n - from) as f64 / start.elapsed().as_secs_f64();
     let rss_growth = rss_bytes().saturating_sub(rss_before);
-    let tokens = stats.engine_stats().store.tokens;
+    let engine = stats.engine_stats();
     let _ = stop.send(());
     task.await??;
+    let (decoded, events) = (
+        metrics.events.load(Relaxed).max(1) as f64,
+        engine.events.max(1) as f64,
+    );
     Ok(Drain {
         rate,
-        tokens,
+        tokens: engine.store.tokens,
         rss_growth,
+        stages: PerStage {
+            decode: metrics.decode_ns.load(Relaxed) as f64 / decoded,
+            enrich: engine.nanos.enrich as f64 / events,
+            detectors: engine.nanos.detect as f64 / events,
+            rules: engine.nanos.rules as f64 / events,
+            decision: engine.nanos.decide as f64 / events,
+        },
     })
 }
 
@@ -276,7 +318,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     config.admin.enabled = false;
 
     let (mut bare_rates, mut pipeline_rates) = (Vec::new(), Vec::new());
-    let mut last = None;
+    let (mut first, mut stages) = (None, PerStage::default());
     for run in 1..=options.runs {
         let bare = bare_drain(&brokers, &topic, options.events).await?;
         calls.store(0, Relaxed);
@@ -287,11 +329,16 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         );
         bare_rates.push(bare);
         pipeline_rates.push(drain.rate);
+        stages = drain.stages;
         // Memory from the first pipeline run: later ones reuse what the
         // allocator kept, which would understate the growth.
-        last.get_or_insert(drain);
+        first.get_or_insert(drain);
     }
-    let last = last.expect("at least one run");
+    let last = first.expect("at least one run");
+    let latency = match options.attacks {
+        0 => None,
+        n => Some(latency::measure(&config, &brokers, options.rate, n).await?),
+    };
     let (bare_median, pipeline_median) = (median(&bare_rates), median(&pipeline_rates));
     let report = BenchReport {
         events: options.events,
@@ -307,6 +354,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         rss_growth_bytes: last.rss_growth,
         r3_bytes_per_token: last.rss_growth as f64 / last.tokens.max(1) as f64,
         revocations: calls.load(Relaxed),
+        shards: config.detectors.shard_count(),
+        ns_per_event: stages,
+        latency,
     };
     println!();
     println!("| figure | value |");
@@ -329,9 +379,34 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         report.rss_growth_bytes >> 20,
         report.tokens_with_state
     );
+    if let Some(l) = &report.latency {
+        for (what, q) in [
+            ("R2 latency tokenwatch adds (end to end − bare)", l.added),
+            ("R2 produce → revocation at the issuer", l.end_to_end),
+            ("R2 produce → bare consumer", l.bare),
+            (
+                "R2 Kafka timestamp → decision (ms resolution)",
+                l.to_decision,
+            ),
+        ] {
+            println!(
+                "| {what}, p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
+                q.p50_ms, q.p99_ms, q.max_ms
+            );
+        }
+        println!(
+            "| R2 stream, attacks revoked / sent | {} events/s, {} / {} |",
+            l.rate, l.measured, l.attacks
+        );
+    }
+    let p = report.ns_per_event;
     println!(
-        "| events, tokens, mean payload, cores | {}, {}, {} B, {} |",
-        report.events, report.tokens, report.mean_payload_bytes, report.cores
+        "| per stage, ns/event: decode, enrich, detectors, rules, decision | {:.0}, {:.0}, {:.0}, {:.0}, {:.0} |",
+        p.decode, p.enrich, p.detectors, p.rules, p.decision
+    );
+    println!(
+        "| events, tokens, mean payload, cores, detect shards | {}, {}, {} B, {}, {} |",
+        report.events, report.tokens, report.mean_payload_bytes, report.cores, report.shards
     );
     if let Some(path) = &options.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
