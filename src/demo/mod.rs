@@ -196,8 +196,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         Summary::build(&scenario, &seen, produced)
     };
     summary.print();
+    let (p50, p99, _) = stats.latency_ms();
+    println!("produce → detect stage, over all events: p50 {p50:.1} ms, p99 {p99:.1} ms");
     let (p50, p99, _) = stats.decision_latency_ms();
-    println!("produce → decision latency over all decisions: p50 {p50:.1} ms, p99 {p99:.1} ms");
+    println!("produce → decision, over all decisions: p50 {p50:.1} ms, p99 {p99:.1} ms");
+    println!(
+        "(demo runs on librdkafka's in-process mock cluster; `tokenwatch bench` measures the real broker)"
+    );
     if let Some(path) = &options.summary_json {
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
