@@ -201,8 +201,18 @@ impl Ledger {
                     .await
             }
             Sink::Memory(log) => {
-                if let (Entry::State(r), Ok(mut log)) = (&entry, log.lock()) {
-                    log.push(r.clone());
+                // The records written: states, and the record each claim
+                // carries (it stands for the state until one is written).
+                let written = match &entry {
+                    Entry::State(r) => Some(r.clone()),
+                    Entry::Claim(c) => Some(Record {
+                        owner: c.owner.clone(),
+                        ..c.record.clone()
+                    }),
+                    Entry::Alive(_) => None,
+                };
+                if let (Some(r), Ok(mut log)) = (written, log.lock()) {
+                    log.push(r);
                 }
                 let change = self.view.apply(entry, now_ms());
                 self.changes.push(change);
@@ -240,7 +250,8 @@ impl Ledger {
                     .unwrap_or(State::Pending),
             ));
         }
-        self.write_state(record).await?;
+        // The winning claim, read back, is the pending record (see
+        // `view`): no second write before the issuer is called.
         Ok(Begin::New)
     }
 

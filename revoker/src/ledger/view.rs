@@ -10,7 +10,10 @@
 //!   later ones of that round lose. Each claim has its own key, so
 //!   compaction keeps them all, in order.
 //! - a **state** record (key `<issuer>/<token_id>`, the [`Record`]): only
-//!   the owner writes one, and a record from anyone else is ignored.
+//!   the owner writes one, and a record from anyone else is ignored. Until
+//!   the first, a token's winning claim stands for its state: the claim
+//!   carries the record, so a new revocation costs one ledger write before
+//!   the issuer is called, not two.
 //!
 //! - a **heartbeat** (key `~alive/<owner>`): every process says it is alive
 //!   every few seconds, and that it is gone when it stops. Unfinished
@@ -155,6 +158,14 @@ impl View {
                 if c.round != self.next_round(&key.0, &key.1) {
                     return Change::Nothing;
                 }
+                // A winning claim carries the record its owner would write
+                // next: until a state record comes, it is the token's state
+                // (the owner need not write it again before acting).
+                if !self.entries.contains_key(&key) {
+                    let mut record = c.record.clone();
+                    record.owner = c.owner.clone();
+                    self.entries.insert(key.clone(), record);
+                }
                 self.owners.insert(
                     key.clone(),
                     Owner {
@@ -276,6 +287,27 @@ mod tests {
             Change::Nothing,
             "a was deposed"
         );
+    }
+
+    #[test]
+    fn a_winning_claim_stands_for_the_state_until_its_owner_writes_one() {
+        let mut v = View::default();
+        let key = ("iss".to_string(), "t".to_string());
+        v.apply(claim("a", 0), 0);
+        let pending = &v.entries[&key];
+        assert_eq!(
+            (pending.state, pending.owner.as_str()),
+            (State::Pending, "a")
+        );
+        // A losing claim changes nothing; the owner's state replaces it.
+        v.apply(claim("b", 0), 0);
+        assert_eq!(v.entries[&key].owner, "a");
+        v.apply(state("a", State::Revoked), 0);
+        assert_eq!(v.entries[&key].state, State::Revoked);
+        // A takeover's claim keeps the state it takes over.
+        v.apply(claim("c", 1), 0);
+        assert_eq!(v.entries[&key].state, State::Revoked);
+        assert_eq!(v.claimed_without_state().count(), 0);
     }
 
     #[test]
