@@ -14,6 +14,77 @@ fn realistic(i: usize) -> Event {
     schemas::sample::realistic(i, 5000, 1_795_813_200_000)
 }
 
+/// The canonical record's fields, borrowed where the text allows: what any
+/// parser must produce for our decoder, so the parsers compare alone.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    ts: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    token_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    issuer: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    action: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    principal: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    src_ip: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    user_agent: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    session_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    resource: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    bytes_out: Option<u64>,
+    #[serde(default)]
+    records_out: Option<u64>,
+    #[serde(borrow, default)]
+    request_id: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// serde_json against sonic-rs (SIMD) parsing our realistic records into
+/// the same borrowed struct, and our whole canonical decode beside them.
+fn parsers(c: &mut Criterion) {
+    let decoder = Decoder::new(Format::Canonical, 1 << 20, Fingerprinter::new(b"bench-key"));
+    let full: Vec<String> = (0..1024).map(|i| realistic(i).to_json()).collect();
+    for r in &full {
+        let a: Wire = serde_json::from_str(r).unwrap();
+        let b: Wire = sonic_rs::from_str(r).unwrap();
+        assert_eq!((a.token_id, a.request_id), (b.token_id, b.request_id));
+    }
+    let mut group = c.benchmark_group("json_parser");
+    group.throughput(Throughput::Elements(1024));
+    group.bench_function("serde_json", |b| {
+        b.iter(|| {
+            for r in full.iter() {
+                black_box(serde_json::from_str::<Wire>(r).ok());
+            }
+        })
+    });
+    group.bench_function("sonic_rs", |b| {
+        b.iter(|| {
+            for r in full.iter() {
+                black_box(sonic_rs::from_str::<Wire>(r).ok());
+            }
+        })
+    });
+    group.bench_function("canonical_decode", |b| {
+        let mut out = Output::default();
+        b.iter(|| {
+            for r in full.iter() {
+                out.clear();
+                black_box(decoder.decode_into(r.as_bytes(), &mut out).ok());
+            }
+        })
+    });
+    group.finish();
+}
+
 fn bench(c: &mut Criterion) {
     let decoder = Decoder::new(Format::Canonical, 1 << 20, Fingerprinter::new(b"bench-key"));
     let full: Vec<String> = (0..1024).map(|i| realistic(i).to_json()).collect();
@@ -94,5 +165,5 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, parsers, bench);
 criterion_main!(benches);
