@@ -16,6 +16,7 @@ fn realistic(i: usize) -> Event {
 
 /// The canonical record's fields, borrowed where the text allows: what any
 /// parser must produce for our decoder, so the parsers compare alone.
+#[cfg(feature = "compare-parsers")]
 #[derive(serde::Deserialize)]
 #[allow(dead_code)]
 struct Wire<'a> {
@@ -48,7 +49,10 @@ struct Wire<'a> {
 }
 
 /// serde_json against sonic-rs (SIMD) parsing our realistic records into
-/// the same borrowed struct, and our whole canonical decode beside them.
+/// the same borrowed struct, and our whole canonical decode beside them:
+///
+///     cargo bench -p schemas --bench decode --features compare-parsers -- json_parser
+#[cfg(feature = "compare-parsers")]
 fn parsers(c: &mut Criterion) {
     let decoder = Decoder::new(Format::Canonical, 1 << 20, Fingerprinter::new(b"bench-key"));
     let full: Vec<String> = (0..1024).map(|i| realistic(i).to_json()).collect();
@@ -84,6 +88,9 @@ fn parsers(c: &mut Criterion) {
     });
     group.finish();
 }
+
+#[cfg(not(feature = "compare-parsers"))]
+fn parsers(_: &mut Criterion) {}
 
 fn bench(c: &mut Criterion) {
     let decoder = Decoder::new(Format::Canonical, 1 << 20, Fingerprinter::new(b"bench-key"));
