@@ -177,9 +177,36 @@ pub async fn read_records(topic: &str, count: usize, timeout: Duration) -> Vec<R
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::with_capacity(count);
+    // Every partition from its start, assigned rather than subscribed: no
+    // consumer-group join, whose delay under a loaded test run could eat
+    // the timeout.
     let deadline = tokio::time::Instant::now() + timeout;
+    let partitions = loop {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        let ids: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if !ids.is_empty() {
+            break ids;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "topic {topic} has no partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::with_capacity(count);
     while out.len() < count {
         let msg = tokio::time::timeout_at(deadline, consumer.recv())
             .await
