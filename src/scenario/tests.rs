@@ -21,9 +21,9 @@ fn is_deterministic_and_scripts_every_attack() {
     );
 }
 
-#[test]
-fn the_engine_revokes_exactly_the_attack_tokens() {
-    let s = Scenario::generate(11, 300, 1_795_813_200_000, 6 * 3_600_000, 120_000);
+/// The scenario's engine: its detectors, the embedded GeoIP data and its
+/// token metadata, in enforce mode.
+fn enforcing_engine(s: &Scenario) -> detectors::Engine {
     let geoip = GeoIp::from_bytes(CITY_DB.to_vec(), Some(ASN_DB.to_vec()), None).unwrap();
     let mut store = detectors::MetadataStore::default();
     for m in &s.metadata {
@@ -33,8 +33,13 @@ fn the_engine_revokes_exactly_the_attack_tokens() {
         mode: schemas::Mode::Enforce,
         ..Default::default()
     };
-    let mut engine =
-        detectors::Engine::with_parts(&s.detectors_config(), &decision, Some(geoip), store);
+    detectors::Engine::with_parts(&s.detectors_config(), &decision, Some(geoip), store)
+}
+
+#[test]
+fn the_engine_revokes_exactly_the_attack_tokens() {
+    let s = Scenario::generate(11, 300, 1_795_813_200_000, 6 * 3_600_000, 120_000);
+    let mut engine = enforcing_engine(&s);
     let mut events = s.events.clone();
     let origins: Vec<schemas::Origin> = (0..events.len() as i64)
         .map(|i| schemas::Origin {
@@ -83,18 +88,7 @@ fn staged_decisions(s: &Scenario, shards: usize, batch: usize) -> Vec<String> {
         .worker_threads(2)
         .build()
         .unwrap();
-    let geoip = GeoIp::from_bytes(CITY_DB.to_vec(), Some(ASN_DB.to_vec()), None).unwrap();
-    let mut store = detectors::MetadataStore::default();
-    for m in &s.metadata {
-        store.upsert(m).unwrap();
-    }
-    let decision = detectors::DecisionConfig {
-        mode: schemas::Mode::Enforce,
-        ..Default::default()
-    };
-    let engine =
-        detectors::Engine::with_parts(&s.detectors_config(), &decision, Some(geoip), store);
-    let stage = detectors::DetectStage::new(engine, shards);
+    let stage = detectors::DetectStage::new(enforcing_engine(s), shards);
     assert_eq!(stage.shards(), shards);
     runtime.block_on(async {
         let (input, input_rx) = tokio::sync::mpsc::channel(4);

@@ -168,6 +168,26 @@ impl ReadRecord {
     }
 }
 
+/// The partitions of `topic` as the broker lists them now (`None` if the
+/// metadata cannot be read).
+fn partitions_of<C, K>(consumer: &K, topic: &str) -> Option<Vec<i32>>
+where
+    C: rdkafka::consumer::ConsumerContext,
+    K: Consumer<C>,
+{
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .ok()?;
+    Some(
+        metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect(),
+    )
+}
+
 /// Reads `count` records from the start of `topic`, failing after `timeout`.
 pub async fn read_records(topic: &str, count: usize, timeout: Duration) -> Vec<ReadRecord> {
     let consumer: StreamConsumer = ClientConfig::new()
@@ -182,15 +202,7 @@ pub async fn read_records(topic: &str, count: usize, timeout: Duration) -> Vec<R
     // the timeout.
     let deadline = tokio::time::Instant::now() + timeout;
     let partitions = loop {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .unwrap();
-        let ids: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
+        let ids = partitions_of(&consumer, topic).unwrap_or_default();
         if !ids.is_empty() {
             break ids;
         }
@@ -460,15 +472,9 @@ pub fn read_all(topic: &str) -> Vec<ReadRecord> {
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) else {
+    let Some(partitions) = partitions_of(&consumer, topic) else {
         return Vec::new();
     };
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
     let mut tpl = TopicPartitionList::new();
     let mut remaining = std::collections::HashMap::new();
     for p in partitions {

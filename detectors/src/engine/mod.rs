@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, BooleanArray};
-use schemas::{Event, EventBatch, Origin, TokenMetadata};
+use schemas::{Event, Origin, TokenMetadata};
 
 use crate::binding::BindingDetector;
 use crate::config::DetectorsConfig;
@@ -293,11 +293,6 @@ impl Engine {
                 shard
             })
             .collect()
-    }
-
-    /// Processes a batch from ingest, enriching its events in place.
-    pub fn process_batch(&mut self, batch: &mut EventBatch) -> DecisionOutput {
-        self.process(&mut batch.events, &batch.origins)
     }
 
     /// Enriches `events` in place and returns the decisions they lead to.

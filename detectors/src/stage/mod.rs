@@ -478,6 +478,15 @@ impl Shard {
     }
 
     fn apply(&mut self, control: ShardControl) {
+        // Metadata updates, allowlisting, describe and sync change no
+        // counter: only the others publish the stats again (a metadata
+        // topic's catch-up can be a million upserts).
+        let counted = matches!(
+            control,
+            ShardControl::InstallGeoIp(_)
+                | ShardControl::ReloadPolicy(..)
+                | ShardControl::CountFailedPolicyReload
+        );
         let engine = &mut self.engine;
         match control {
             ShardControl::Upsert(m) => {
@@ -505,6 +514,8 @@ impl Shard {
                 let _ = reply.send(());
             }
         }
-        self.stats.set(self.index, self.engine.stats());
+        if counted {
+            self.stats.set(self.index, self.engine.stats());
+        }
     }
 }
