@@ -33,7 +33,8 @@ pub struct IngestMetrics {
     pub consumer_errors: AtomicU64,
     /// Batches handed on, by why they closed, in [`BatchClose`] order.
     pub batch_closes: [AtomicU64; 3],
-    /// Time spent decoding records, summed (CPU time).
+    /// Time spent decoding records, summed (estimated: one record in 16
+    /// is timed).
     pub decode_ns: AtomicU64,
 }
 

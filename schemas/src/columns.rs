@@ -263,13 +263,13 @@ pub fn record_batch_to_events(batch: &RecordBatch) -> Result<Vec<Event>, Columns
                 bytes_out: opt_prim!(bytes_out, i),
                 records_out: opt_prim!(records_out, i),
                 request_id: opt_str(request_id, i),
-                country: opt_str(country, i),
-                city: opt_str(city, i),
+                country: opt_str(country, i).map(Arc::from),
+                city: opt_str(city, i).map(Arc::from),
                 lat: opt_prim!(lat, i),
                 lon: opt_prim!(lon, i),
                 accuracy_km: opt_prim!(accuracy_km, i),
                 asn: opt_prim!(asn, i),
-                as_org: opt_str(as_org, i),
+                as_org: opt_str(as_org, i).map(Arc::from),
             })
         })
         .collect()

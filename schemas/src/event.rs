@@ -2,6 +2,7 @@
 //! into and what every detector reads.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
@@ -12,7 +13,8 @@ use crate::time::format_rfc3339_ms;
 /// `token_id` is never a secret: it is a key id, a jti, an access key id or
 /// the [`Fingerprinter`](crate::Fingerprinter) output for a raw secret.
 /// The enrichment fields (`country` to `as_org`) are empty until the GeoIP
-/// stage fills them.
+/// stage fills them; their strings are shared with the GeoIP cache, so
+/// enriching an event copies no text.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     /// Event time, UTC milliseconds since the epoch. Serialized as RFC 3339.
@@ -46,9 +48,9 @@ pub struct Event {
     pub request_id: Option<String>,
     /// ISO 3166-1 alpha-2 country of `src_ip` (enrichment).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub country: Option<String>,
+    pub country: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub city: Option<String>,
+    pub city: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lat: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,7 +62,7 @@ pub struct Event {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asn: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub as_org: Option<String>,
+    pub as_org: Option<Arc<str>>,
 }
 
 fn ser_ts<S: Serializer>(ts_ms: &i64, s: S) -> Result<S::Ok, S::Error> {

@@ -74,6 +74,17 @@ pub struct PerStage {
     pub decision: f64,
 }
 
+/// How the last pipeline drain's batches were cut.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Batching {
+    pub batches: u64,
+    pub mean_events: f64,
+    /// Batches closed full, idle (nothing more fetched) and by the linger.
+    pub full: u64,
+    pub idle: u64,
+    pub linger: u64,
+}
+
 /// Every figure of one bench run.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -100,6 +111,8 @@ pub struct BenchReport {
     pub shards: usize,
     /// Per-step CPU time per event, last pipeline drain.
     pub ns_per_event: PerStage,
+    /// Batch sizes, last pipeline drain.
+    pub batching: Batching,
     /// R2, unless skipped.
     pub latency: Option<latency::Latency>,
 }
@@ -208,6 +221,7 @@ struct Drain {
     tokens: usize,
     rss_growth: u64,
     stages: PerStage,
+    batching: Batching,
 }
 
 /// The `run` pipeline draining `n` events with a fresh group and ledger.
@@ -269,6 +283,17 @@ async fn pipeline_drain(base: &Config, n: usize) -> anyhow::Result<Drain> {
             rules: engine.nanos.rules as f64 / events,
             decision: engine.nanos.decide as f64 / events,
         },
+        batching: {
+            let batches = metrics.batches.load(Relaxed);
+            let close = |c: ingest::BatchClose| metrics.batch_closes[c as usize].load(Relaxed);
+            Batching {
+                batches,
+                mean_events: decoded / batches.max(1) as f64,
+                full: close(ingest::BatchClose::Full),
+                idle: close(ingest::BatchClose::Idle),
+                linger: close(ingest::BatchClose::Linger),
+            }
+        },
     })
 }
 
@@ -318,7 +343,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     config.admin.enabled = false;
 
     let (mut bare_rates, mut pipeline_rates) = (Vec::new(), Vec::new());
-    let (mut first, mut stages) = (None, PerStage::default());
+    let (mut first, mut stages, mut batching) = (None, PerStage::default(), Batching::default());
     for run in 1..=options.runs {
         let bare = bare_drain(&brokers, &topic, options.events).await?;
         calls.store(0, Relaxed);
@@ -329,7 +354,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         );
         bare_rates.push(bare);
         pipeline_rates.push(drain.rate);
-        stages = drain.stages;
+        (stages, batching) = (drain.stages, drain.batching);
         // Memory from the first pipeline run: later ones reuse what the
         // allocator kept, which would understate the growth.
         first.get_or_insert(drain);
@@ -356,6 +381,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         revocations: calls.load(Relaxed),
         shards: config.detectors.shard_count(),
         ns_per_event: stages,
+        batching,
         latency,
     };
     println!();
@@ -403,6 +429,11 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     println!(
         "| per stage, ns/event: decode, enrich, detectors, rules, decision | {:.0}, {:.0}, {:.0}, {:.0}, {:.0} |",
         p.decode, p.enrich, p.detectors, p.rules, p.decision
+    );
+    let b = report.batching;
+    println!(
+        "| batches: count, mean events, closed full / idle / linger | {}, {:.0}, {} / {} / {} |",
+        b.batches, b.mean_events, b.full, b.idle, b.linger
     );
     println!(
         "| events, tokens, mean payload, cores, detect shards | {}, {}, {} B, {}, {} |",

@@ -78,13 +78,13 @@ impl World {
             };
             let kind = networks.classify(Some(asn), g.as_org.as_deref());
             by_network
-                .entry((asn, country.clone()))
+                .entry((asn, country.to_string()))
                 .or_default()
                 .push(places.len());
             places.push(Place {
                 ip: IpAddr::V4(ip),
-                country,
-                city: g.city.unwrap_or_default(),
+                country: country.to_string(),
+                city: g.city.as_deref().unwrap_or_default().to_owned(),
                 lat,
                 lon,
                 asn,

@@ -127,7 +127,7 @@ fn places(geoip: &mut GeoIp) -> Vec<Place> {
             let g = geoip.lookup(ip);
             Some(Place {
                 ip,
-                country: g.country?,
+                country: g.country?.to_string(),
                 lat: g.lat?,
                 lon: g.lon?,
                 radius: g.accuracy_km.unwrap_or(0),

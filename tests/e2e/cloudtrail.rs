@@ -44,7 +44,7 @@ fn home_and_away(geoip: &GeoIpConfig) -> (Place, Place) {
         let info = g.lookup(ip);
         Some(Place {
             ip,
-            country: info.country?,
+            country: info.country?.to_string(),
             asn: info.asn?,
             lat: info.lat?,
             lon: info.lon?,

@@ -31,7 +31,7 @@ impl Detector for BindingDetector {
             }
             .fact("src_ip", ip.to_string())
             .fact("bound_cidrs", bound.clone())
-            .fact("country", e.country.clone().unwrap_or_default());
+            .fact("country", e.country.as_deref().unwrap_or_default());
             let summary = format!(
                 "call from {ip}, outside the bound networks {}",
                 bound.join(", ")

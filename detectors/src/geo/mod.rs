@@ -316,7 +316,7 @@ impl GeoDetector {
             0.85
         };
         let from = unpack_country(g.country);
-        let to = e.country.clone().unwrap_or_default();
+        let to = e.country.as_deref().unwrap_or_default();
         let evidence = Evidence {
             observed: Some(kmh.round()),
             limit: Some(self.config.max_speed_kmh),
@@ -325,8 +325,8 @@ impl GeoDetector {
             ..Default::default()
         }
         .fact("from_country", from.clone())
-        .fact("to_country", to.clone())
-        .fact("to_city", e.city.clone().unwrap_or_default())
+        .fact("to_country", to)
+        .fact("to_city", e.city.as_deref().unwrap_or_default())
         .fact("distance_km", km.round())
         .fact("raw_distance_km", raw_km.round())
         .fact("accuracy_km", radii)

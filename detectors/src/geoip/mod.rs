@@ -49,14 +49,14 @@ impl Anonymity {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GeoInfo {
     /// ISO 3166-1 alpha-2.
-    pub country: Option<String>,
-    pub city: Option<String>,
+    pub country: Option<Arc<str>>,
+    pub city: Option<Arc<str>>,
     pub lat: Option<f64>,
     pub lon: Option<f64>,
     /// Accuracy radius in km; absent in layouts that have none (DB-IP Lite).
     pub accuracy_km: Option<u16>,
     pub asn: Option<u32>,
-    pub as_org: Option<String>,
+    pub as_org: Option<Arc<str>>,
     pub anonymity: Anonymity,
 }
 
@@ -196,7 +196,7 @@ impl GeoIp {
         match self.asn.as_ref().map(|db| db.lookup::<AsnRecord>(ip)) {
             Some(Ok(Some(asn))) => {
                 info.asn = asn.autonomous_system_number;
-                info.as_org = asn.autonomous_system_organization;
+                info.as_org = asn.autonomous_system_organization.map(Arc::from);
             }
             Some(Err(())) => failed = true,
             _ => {}
@@ -370,9 +370,9 @@ fn role_of(layout: &str) -> Role {
 impl GeoInfo {
     /// One line: country, city, coordinates, radius, network.
     pub fn summary(&self) -> String {
-        let mut parts = vec![self.country.clone().unwrap_or_else(|| "unknown".into())];
+        let mut parts = vec![self.country.as_deref().unwrap_or("unknown").to_owned()];
         if let Some(city) = &self.city {
-            parts.push(city.clone());
+            parts.push(city.to_string());
         }
         if let (Some(lat), Some(lon)) = (self.lat, self.lon) {
             parts.push(format!("{lat:.4}, {lon:.4}"));

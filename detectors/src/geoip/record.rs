@@ -198,8 +198,12 @@ pub(super) struct CityRecord {
 impl CityRecord {
     /// Fills `info`; a located record without a radius gets `assumed_km`.
     pub(super) fn fill(self, info: &mut GeoInfo, assumed_km: u16) {
-        info.country = self.country.and_then(|c| c.iso_code).or(self.country_code);
-        info.city = self.city.and_then(|c| c.0);
+        info.country = self
+            .country
+            .and_then(|c| c.iso_code)
+            .or(self.country_code)
+            .map(Into::into);
+        info.city = self.city.and_then(|c| c.0).map(Into::into);
         match self.location {
             Some(loc) => {
                 info.lat = loc.latitude;

@@ -2,12 +2,35 @@
 //! tracks. Coarse on purpose: a new version of the same client, or a new
 //! order id, is not novel.
 
+use std::borrow::Cow;
+
+/// `text` lowercased, borrowed when it has no uppercase letter (the common
+/// case for both user agents' product tokens and actions).
+fn lowercase(text: &str) -> Cow<'_, str> {
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(text.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Whether `haystack` contains `needle` (lowercase ASCII), ignoring case.
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
 /// The product family of a user agent: the first product token, lowercased,
 /// with browsers recognised by their distinctive tokens.
 /// `aws-cli/2.13.5 Python/3.11` → `aws-cli`; a Chrome UA → `chrome`.
-pub fn user_agent_family(ua: &str) -> String {
-    let lower = ua.to_ascii_lowercase();
-    if lower.starts_with("mozilla/") {
+/// Borrowed from `ua` when it can be: this runs for every event.
+pub fn user_agent_family(ua: &str) -> Cow<'_, str> {
+    if ua
+        .get(..8)
+        .is_some_and(|p| p.eq_ignore_ascii_case("mozilla/"))
+    {
         for (token, family) in [
             ("edg/", "edge"),
             ("opr/", "opera"),
@@ -15,21 +38,21 @@ pub fn user_agent_family(ua: &str) -> String {
             ("chrome/", "chrome"),
             ("safari/", "safari"),
         ] {
-            if lower.contains(token) {
-                return family.to_string();
+            if contains_ignore_case(ua, token) {
+                return Cow::Borrowed(family);
             }
         }
-        return "browser".to_string();
+        return Cow::Borrowed("browser");
     }
-    let first = lower
+    let first = ua
         .split(|c: char| c == '/' || c.is_whitespace() || c == ';' || c == '(')
         .next()
         .unwrap_or("");
     if first.is_empty() {
-        "unknown".to_string()
-    } else {
-        first.chars().take(48).collect()
+        return Cow::Borrowed("unknown");
     }
+    let end = first.char_indices().nth(48).map_or(first.len(), |(i, _)| i);
+    lowercase(&first[..end])
 }
 
 fn is_id(segment: &str) -> bool {
@@ -45,37 +68,45 @@ fn is_id(segment: &str) -> bool {
 /// - `service:Operation` (`s3:GetObject`): service and the operation's
 ///   leading verb → `s3:Get`;
 /// - anything else (`repo.download_zip`): as it is, lowercased.
-pub fn action_class(action: &str) -> String {
+///
+/// Borrowed from `action` when the class is a prefix of it, as it mostly is.
+pub fn action_class(action: &str) -> Cow<'_, str> {
     let action = action.trim();
     if let Some((method, path)) = action.split_once(' ')
         && method.bytes().all(|b| b.is_ascii_uppercase())
         && path.starts_with('/')
     {
         let path = path.split(['?', '#']).next().unwrap_or("");
-        let mut class = method.to_string();
-        let segments = path.split('/').filter(|s| !s.is_empty()).take(2);
-        let mut any = false;
-        for s in segments {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).take(2).collect();
+        let kept = segments.iter().map(|s| s.len() + 1).sum::<usize>();
+        // The class is `method /a/b` itself when no segment is an id and
+        // none was separated by an empty one (`//`).
+        if !segments.iter().any(|s| is_id(s))
+            && path
+                .get(..kept)
+                .is_some_and(|p| p.split('/').skip(1).eq(segments.iter().copied()))
+        {
+            return Cow::Borrowed(&action[..method.len() + 1 + kept.max(1)]);
+        }
+        let mut class = format!("{method} ");
+        for s in &segments {
             class.push('/');
             class.push_str(if is_id(s) { "{id}" } else { s });
-            any = true;
         }
-        if !any {
+        if segments.is_empty() {
             class.push('/');
         }
-        return class.replacen('/', " /", 1);
+        return Cow::Owned(class);
     }
     if let Some((service, op)) = action.split_once(':') {
-        let verb: String = op
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric())
-            .enumerate()
-            .take_while(|(i, c)| *i == 0 || !c.is_ascii_uppercase())
-            .map(|(_, c)| c)
-            .collect();
-        return format!("{service}:{verb}");
+        let verb = op
+            .char_indices()
+            .take_while(|(i, c)| c.is_ascii_alphanumeric() && (*i == 0 || !c.is_ascii_uppercase()))
+            .count();
+        // ASCII alphanumerics: the count is a byte length.
+        return Cow::Borrowed(&action[..service.len() + 1 + verb]);
     }
-    action.to_ascii_lowercase()
+    lowercase(action)
 }
 
 #[cfg(test)]
@@ -124,5 +155,20 @@ mod tests {
         assert_eq!(action_class("s3:ListBuckets"), "s3:List");
         assert_eq!(action_class("iam:CreateAccessKey"), "iam:Create");
         assert_eq!(action_class("repo.download_zip"), "repo.download_zip");
+        assert_eq!(action_class("Repo.Download"), "repo.download");
+        assert_eq!(action_class("GET //v1//orders/7"), "GET /v1/orders");
+        assert_eq!(action_class("GET /v1/123/x"), "GET /v1/{id}");
+        assert_eq!(action_class("  GET /v1/orders/7  "), "GET /v1/orders");
+    }
+
+    #[test]
+    fn common_classes_are_borrowed() {
+        for action in ["GET /v1/orders/{id}", "s3:GetObject", "repo.download_zip"] {
+            assert!(matches!(action_class(action), Cow::Borrowed(_)), "{action}");
+        }
+        for ua in ["orders-client/3.2.1 (linux)", "Mozilla/5.0 Firefox/121.0"] {
+            assert!(matches!(user_agent_family(ua), Cow::Borrowed(_)), "{ua}");
+        }
+        assert_eq!(user_agent_family("Boto3/1.34 Python/3.12"), "boto3");
     }
 }

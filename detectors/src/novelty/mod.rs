@@ -248,13 +248,18 @@ impl Detector for NoveltyDetector {
         {
             let family = user_agent_family(ua);
             if n.user_agents.touch(digest(&family), now_h, self.forget_h) {
-                report("new_user_agent", "user_agent_family", family, 0.35);
+                report(
+                    "new_user_agent",
+                    "user_agent_family",
+                    family.into_owned(),
+                    0.35,
+                );
             }
         }
         if self.config.action_class {
             let class = action_class(&e.action);
             if n.action_classes.touch(digest(&class), now_h, self.forget_h) {
-                report("new_action_class", "action_class", class, 0.4);
+                report("new_action_class", "action_class", class.into_owned(), 0.4);
             }
         }
     }

@@ -15,7 +15,7 @@ fn config() -> NoveltyConfig {
 fn call(ts: i64, asn: u32, ua: &str, action: &str) -> Event {
     let mut e = event(ts);
     e.asn = Some(asn);
-    e.as_org = Some(format!("Org {asn}"));
+    e.as_org = Some(format!("Org {asn}").into());
     e.user_agent = Some(ua.into());
     e.action = action.into();
     e

@@ -186,7 +186,7 @@ fn case_event(value: &serde_json::Value) -> Result<Event, String> {
         .map_err(|e| format!("event: {e}"))?
         .event;
     let field = |name: &str| value.get(name);
-    let text = |name: &str| field(name).and_then(|v| v.as_str()).map(str::to_owned);
+    let text = |name: &str| field(name).and_then(|v| v.as_str()).map(Into::into);
     event.country = text("country");
     event.city = text("city");
     event.as_org = text("as_org");

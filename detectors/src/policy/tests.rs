@@ -15,7 +15,7 @@ fn rule(name: &str, when: &str) -> RuleConfig {
 
 fn event(action: &str, country: Option<&str>, ip: &str, bytes_out: u64) -> Event {
     let mut e = Event::new(1_767_000_000_000, "k1", "api", action);
-    e.country = country.map(str::to_owned);
+    e.country = country.map(Into::into);
     e.src_ip = Some(ip.parse().unwrap());
     e.bytes_out = Some(bytes_out);
     e

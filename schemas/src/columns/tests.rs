@@ -47,10 +47,10 @@ prop_compose! {
         e.records_out = records_out;
         e.request_id = request_id;
         if let Some((country, city, lat, lon, radius)) = geo {
-            (e.country, e.city, e.lat, e.lon, e.accuracy_km) = (Some(country), city, Some(lat), Some(lon), Some(radius));
+            (e.country, e.city, e.lat, e.lon, e.accuracy_km) = (Some(country.into()), city.map(Into::into), Some(lat), Some(lon), Some(radius));
         }
         if let Some((asn, org)) = asn {
-            (e.asn, e.as_org) = (Some(asn), org);
+            (e.asn, e.as_org) = (Some(asn), org.map(Into::into));
         }
         e
     }

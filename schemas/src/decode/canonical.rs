@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
@@ -344,13 +345,13 @@ impl Wire<'_> {
             bytes_out: self.bytes_out,
             records_out: self.records_out,
             request_id: optional(self.request_id),
-            country: optional(self.country),
-            city: optional(self.city),
+            country: optional(self.country).map(Arc::from),
+            city: optional(self.city).map(Arc::from),
             lat: finite(self.lat, "lat")?,
             lon: finite(self.lon, "lon")?,
             accuracy_km: self.accuracy_km,
             asn: self.asn,
-            as_org: optional(self.as_org),
+            as_org: optional(self.as_org).map(Arc::from),
         };
         Ok(Decoded { event, secret })
     }
