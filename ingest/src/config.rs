@@ -330,6 +330,16 @@ impl IngestConfig {
                 );
             }
         }
+        for key in self.properties.keys() {
+            if is_secret_property(key) {
+                problem(
+                    "properties",
+                    format!(
+                        "{key:?} is a secret: set it in properties_from_env, which names the environment variable holding it"
+                    ),
+                );
+            }
+        }
         for (key, var) in &self.properties_from_env {
             if std::env::var_os(var).is_none() {
                 problem(
@@ -338,6 +348,10 @@ impl IngestConfig {
                 );
             }
         }
+        problems.extend(crate::properties::check(
+            "ingest",
+            &self.common_properties(),
+        ));
         problems
     }
 

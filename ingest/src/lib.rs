@@ -19,6 +19,8 @@
 //! - [`metadata`]: [`MetadataSource`], following the compacted
 //!   token-metadata topic.
 //! - [`metrics`]: [`IngestMetrics`], counters updated once per batch.
+//! - [`properties`]: checking librdkafka properties (names, values,
+//!   secrets, TLS files) before any client connects.
 
 pub mod ack;
 pub mod batcher;
@@ -28,6 +30,7 @@ pub mod file;
 pub mod kafka;
 pub mod metadata;
 pub mod metrics;
+pub mod properties;
 
 pub use ack::{Ack, OffsetTracker};
 pub use batcher::BatchBuilder;

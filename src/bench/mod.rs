@@ -130,10 +130,17 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{nanos}")
 }
 
+/// Topics this bench created, with their brokers: deleted when it ends, so
+/// runs do not fill the broker's disk (2M events are ~1 GB).
+static CREATED: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
 async fn create_topic(brokers: &str, name: &str, partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
+    if let Ok(mut created) = CREATED.lock() {
+        created.push((brokers.to_string(), name.to_string()));
+    }
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     for r in admin
         .create_topics([&topic], &AdminOptions::new())
@@ -314,7 +321,36 @@ async fn loopback_issuer() -> anyhow::Result<(String, Arc<AtomicU64>)> {
     Ok((url, calls))
 }
 
+/// Deletes the topics [`create_topic`] made; a failure is only reported.
+async fn delete_created_topics() {
+    let created = CREATED
+        .lock()
+        .map(|mut c| std::mem::take(&mut *c))
+        .unwrap_or_default();
+    for (brokers, name) in created {
+        let deleted = async {
+            let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()?;
+            for r in admin.delete_topics(&[&name], &AdminOptions::new()).await? {
+                r.map_err(|(t, e)| anyhow::anyhow!("{t}: {e}"))?;
+            }
+            anyhow::Ok(())
+        };
+        if let Err(e) = deleted.await {
+            eprintln!("could not delete bench topic {name}: {e}");
+        }
+    }
+}
+
+/// Runs the bench, then deletes the topics it made, whatever the outcome.
 pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
+    let report = measure(options).await;
+    delete_created_topics().await;
+    report
+}
+
+async fn measure(options: BenchOptions) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(
         options.events >= 2 && options.runs >= 1,
         "--events ≥ 2 and --runs ≥ 1"

@@ -10,6 +10,7 @@ mod crash;
 mod detect_pipeline;
 mod geography;
 mod ingest_kafka;
+mod kafka_security;
 mod ledger;
 mod metadata_topic;
 mod product;

@@ -470,9 +470,10 @@ fn replay_is_deterministic() {
 }
 
 /// `check-config` never echoes a secret put in `ingest.properties` by
-/// mistake (issue 11, section 1): the value is redacted, the key stays.
+/// mistake (issue 11, section 1), and refuses it: secrets come from the
+/// environment (`properties_from_env`), never from the file (issue 13).
 #[test]
-fn check_config_redacts_secret_kafka_properties() {
+fn check_config_refuses_secret_kafka_properties_without_echoing_them() {
     let canary = "canary-Kafka-s3cret-7f3a";
     let out = crate::support::check_example_config(
         "\"client.id\" = \"tokenwatch\"",
@@ -484,18 +485,36 @@ fn check_config_redacts_secret_kafka_properties() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
-    assert!(out.status.success(), "{stderr}");
+    assert!(!out.status.success(), "{stdout}");
     assert!(
         !stdout.contains(canary) && !stderr.contains(canary),
-        "{stdout}"
+        "{stdout}{stderr}"
+    );
+    for key in ["sasl.password", "ssl.key.password"] {
+        assert!(
+            stderr.contains(&format!("ingest.properties: \"{key}\" is a secret")),
+            "{stderr}"
+        );
+    }
+}
+
+/// `check-config` reports a misspelt librdkafka property and a bad value
+/// together, as librdkafka itself parses them, without a broker.
+#[test]
+fn check_config_reports_misspelt_kafka_properties() {
+    let out = crate::support::check_example_config(
+        "\"client.id\" = \"tokenwatch\"",
+        "\"client.id\" = \"tokenwatch\"\n\"fetch.wait.max.mss\" = \"10\"\n\"security.protocol\" = \"SASL_TLS\"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("ingest.properties.\"fetch.wait.max.mss\": No such configuration property"),
+        "{stderr}"
     );
     assert!(
-        stdout.contains("\"sasl.password\" = \"<redacted"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("\"client.id\" = \"tokenwatch\""),
-        "{stdout}"
+        stderr.contains("ingest.properties.\"security.protocol\": Invalid value"),
+        "{stderr}"
     );
 }
 
@@ -572,4 +591,42 @@ fn bench_reports_r1_from_one_run_against_the_real_broker() {
     for stage in ["decode", "enrich", "detectors", "rules"] {
         assert!(stages[stage].as_f64().unwrap() > 0.0, "{stage}: {stages}");
     }
+    let b = &r["batching"];
+    assert!(b["batches"].as_u64().unwrap() > 0, "{b}");
+    assert_eq!(
+        ["full", "idle", "linger"]
+            .iter()
+            .map(|k| b[k].as_u64().unwrap())
+            .sum::<u64>(),
+        b["batches"].as_u64().unwrap(),
+        "every batch closed for one reason: {b}"
+    );
+    // The bench deletes the topics it made: runs must not fill the disk.
+    let events_topic = stdout
+        .split_once(" into ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .expect("the bench names its topic");
+    let left: Vec<String> = bench_topics()
+        .into_iter()
+        .filter(|t| t.starts_with(events_topic))
+        .collect();
+    assert!(left.is_empty(), "topics left behind: {left:?}");
+}
+
+/// Topics on the test broker named like the bench's.
+fn bench_topics() -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", support::brokers())
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(None, std::time::Duration::from_secs(10))
+        .unwrap();
+    metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .filter(|n| n.starts_with("bench-"))
+        .collect()
 }

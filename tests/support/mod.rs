@@ -37,6 +37,33 @@ pub fn require_broker() {
     }
 }
 
+/// What a client needs to reach the test broker's SASL_SSL listener
+/// (SCRAM-SHA-512, the throwaway CA), as librdkafka properties:
+/// `bootstrap.servers`, `security.protocol`, `sasl.mechanisms`,
+/// `sasl.username`, `sasl.password` and `ssl.ca.location`. `scripts/kafka
+/// start` writes them to `.kafka/sasl/client.properties`;
+/// `TOKENWATCH_TEST_SASL_PROPERTIES` names another file. A missing file
+/// fails the test with instructions.
+pub fn sasl_properties() -> std::collections::BTreeMap<String, String> {
+    let path = std::env::var_os("TOKENWATCH_TEST_SASL_PROPERTIES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".kafka/sasl/client.properties")
+        });
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {} ({e}): these tests need the real broker's SASL_SSL listener. Run \
+             `scripts/kafka stop && scripts/kafka start` (a broker started before the listener \
+             existed has none), or set TOKENWATCH_TEST_SASL_PROPERTIES.",
+            path.display()
+        )
+    });
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
 /// A config that reads `topic` on the test broker, with its own consumer
 /// group, dead-letter topic and (created) ledger topic, all named after
 /// `name`, and the admin server on a free loopback port. Everything else is
