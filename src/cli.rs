@@ -25,12 +25,36 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum TopicsAction {
+    /// Create the missing ones with their configs; check the existing ones.
+    Create {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Check that they exist with the configs they need; change nothing.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run against Kafka with a config file.
     Run {
         /// Path of the TOML config file.
         #[arg(short, long)]
         config: PathBuf,
+        /// Create the internal topics that are missing (ledger, outbox,
+        /// dead letters) before starting, as `[topics] create = true`.
+        #[arg(long)]
+        create_topics: bool,
+    },
+    /// Create or check the internal topics: the ledger and webhook outbox
+    /// (compacted), and the dead-letter topics.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
     },
     /// Validate a config file and print every problem at once.
     CheckConfig {
@@ -165,7 +189,17 @@ impl Cli {
             },
         );
         let result = match self.command {
-            Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
+            Command::Run {
+                config,
+                create_topics,
+            } => runtime().and_then(|rt| rt.block_on(run(config, create_topics))),
+            Command::Topics { action } => {
+                let (config, create) = match action {
+                    TopicsAction::Create { config } => (config, true),
+                    TopicsAction::Check { config } => (config, false),
+                };
+                runtime().and_then(|rt| rt.block_on(topics(config, create)))
+            }
             Command::CheckConfig { file, config } => {
                 return check_config(file.or(config).unwrap_or_default());
             }
@@ -339,8 +373,56 @@ fn check_config(path: PathBuf) -> ExitCode {
     }
 }
 
-async fn run(path: PathBuf) -> anyhow::Result<()> {
+/// `tokenwatch topics create|check`: one line per topic; fails on any
+/// problem with an essential one, or a missing one when only checking.
+async fn topics(path: PathBuf, create: bool) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
+    let outcomes = crate::topics::ensure(&config, create).await?;
+    let (lines, blocking) = crate::topics::report(&outcomes);
+    for line in &lines {
+        println!("{line}");
+    }
+    let unsettled = outcomes
+        .iter()
+        .filter(|(_, o)| {
+            !matches!(
+                o,
+                crate::topics::Outcome::Ok | crate::topics::Outcome::Created
+            )
+        })
+        .count();
+    anyhow::ensure!(
+        blocking.is_empty() && unsettled == 0,
+        "{unsettled} internal topic(s) are missing or wrong (above)"
+    );
+    Ok(())
+}
+
+/// Creates (when asked) and checks the internal topics before `run`
+/// starts; an essential one missing or wrong stops it, saying how to fix it.
+async fn prepare_topics(config: &Config, create: bool) -> anyhow::Result<()> {
+    let outcomes = crate::topics::ensure(config, create).await?;
+    let (lines, blocking) = crate::topics::report(&outcomes);
+    for ((_, outcome), line) in outcomes.iter().zip(&lines) {
+        match outcome {
+            crate::topics::Outcome::Created => {
+                tracing::info!(topic = %line, "Created an internal topic.")
+            }
+            crate::topics::Outcome::Ok => tracing::debug!(topic = %line, "Internal topic checked."),
+            _ => tracing::warn!(topic = %line, "Internal topic needs attention."),
+        }
+    }
+    anyhow::ensure!(
+        blocking.is_empty(),
+        "cannot start: {}",
+        blocking.join("\n  ")
+    );
+    Ok(())
+}
+
+async fn run(path: PathBuf, create_topics: bool) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    prepare_topics(&config, create_topics || config.topics.create).await?;
     let engine = pipeline::build_engine(&config)?;
     let revoker = pipeline::build_revoker(&config).await?;
     let metrics = Arc::new(IngestMetrics::default());

@@ -27,6 +27,9 @@ pub struct Config {
     /// The admin HTTP API and metrics.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Creating and checking tokenwatch's internal topics.
+    #[serde(default)]
+    pub topics: crate::topics::TopicsConfig,
     /// The file this config was loaded from, if any: a reload (SIGHUP)
     /// reads it again for the policy rules.
     #[serde(skip)]
@@ -100,6 +103,7 @@ impl Config {
         problems.extend(detectors::policy::check(&self.detectors));
         problems.extend(self.revoker.validate());
         problems.extend(self.admin.validate());
+        problems.extend(self.topics.validate());
         if self.revoker.ledger_topic == self.ingest.dead_letter_topic
             || self.ingest.topics.contains(&self.revoker.ledger_topic)
         {
@@ -210,6 +214,7 @@ mod tests {
         assert_eq!(config.decision, detectors::DecisionConfig::default());
         assert_eq!(config.revoker, revoker::RevokerConfig::default());
         assert_eq!(config.admin, crate::admin::AdminConfig::default());
+        assert_eq!(config.topics, crate::topics::TopicsConfig::default());
     }
 
     #[test]

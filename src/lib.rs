@@ -19,6 +19,8 @@
 //!   benchmark on real geography: the world, the generator, the scorer.
 //! - [`bench`]: `tokenwatch bench`, speed against the real broker, as
 //!   ratios to a bare consumer within one run.
+//! - [`topics`]: creating and checking the internal topics (ledger,
+//!   outbox, dead letters), as `tokenwatch topics` and `run --create-topics`.
 //! - [`cli`]: the command-line interface.
 
 pub mod admin;
@@ -30,5 +32,6 @@ pub mod pipeline;
 pub mod quality;
 pub mod replay;
 pub mod scenario;
+pub mod topics;
 
 pub use config::Config;

@@ -95,6 +95,7 @@ fn demo_config(
         decision,
         revoker,
         admin,
+        topics: Default::default(),
         source: None,
     })
 }

@@ -165,7 +165,9 @@ fn run_refuses_to_start_without_the_ledger_topic() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("no-such-ledger") && stderr.contains("create it"),
+        stderr.contains("no-such-ledger")
+            && stderr.contains("tokenwatch topics create")
+            && stderr.contains("--config cleanup.policy=compact"),
         "{stderr}"
     );
 }

@@ -18,3 +18,4 @@ mod race;
 mod reload;
 mod revoker;
 mod rules;
+mod topics;

@@ -426,6 +426,7 @@ fn replay_is_deterministic() {
         decision: Default::default(),
         revoker: Default::default(),
         admin: Default::default(),
+        topics: Default::default(),
         source: None,
     };
     let config_path = temp("replay.toml");

@@ -61,7 +61,7 @@ async fn start(mut config: RevokerConfig, with_kafka: bool) -> Running {
         && config.webhook_outbox_topic == RevokerConfig::default().webhook_outbox_topic
     {
         config.webhook_outbox_topic = unique_name("outbox");
-        create_topic(&config.webhook_outbox_topic, 1).await;
+        crate::support::create_compacted(&config.webhook_outbox_topic).await;
     }
     let built = tokio::task::spawn_blocking(move || {
         Revoker::build(&config, with_kafka.then(kafka).as_ref(), "cfg_e2e".into())
@@ -172,7 +172,7 @@ async fn aws_iam_deactivates_the_access_key_in_moto() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_rebuilds_the_ledger_and_finishes_what_was_pending() {
     let ledger = unique_name("ledger");
-    create_topic(&ledger, 1).await;
+    crate::support::create_compacted(&ledger).await;
     let issuer = TestServer::start(Reply::status(200)).await;
     let mut config = RevokerConfig {
         ledger_topic: ledger.clone(),
@@ -252,7 +252,7 @@ fn oauth2_issuer(server: &TestServer) -> IssuerConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_an_oauth2_revocation_waits_for_its_secret_instead_of_failing() {
     let ledger = unique_name("ledger-oauth");
-    create_topic(&ledger, 1).await;
+    crate::support::create_compacted(&ledger).await;
     let issuer = TestServer::start(Reply::status(503)).await;
     let mut config = RevokerConfig {
         ledger_topic: ledger,
@@ -312,7 +312,7 @@ async fn every_revocation_decided_during_an_issuer_outage_completes_afterwards()
             .unwrap_or(60),
     );
     let ledger = unique_name("ledger-outage");
-    create_topic(&ledger, 1).await;
+    crate::support::create_compacted(&ledger).await;
     let issuer = TestServer::start(Reply::status(503)).await;
     let hooks = TestServer::start(Reply::status(200)).await;
     unsafe { std::env::set_var("TW_E2E_WHSEC_OUTAGE", WHSEC) };
@@ -478,7 +478,7 @@ async fn webhooks_verify_with_the_reference_library_and_forgeries_do_not() {
 async fn undeliverable_webhooks_go_to_the_dead_letter_topic() {
     let ledger = unique_name("ledger");
     let dlq = unique_name("webhook-dlq");
-    create_topic(&ledger, 1).await;
+    crate::support::create_compacted(&ledger).await;
     create_topic(&dlq, 1).await;
     let hooks = TestServer::start(Reply::status(500)).await;
     unsafe { std::env::set_var("TW_E2E_WHSEC_DLQ", WHSEC) };
@@ -518,7 +518,7 @@ async fn undeliverable_webhooks_go_to_the_dead_letter_topic() {
 async fn a_canary_secret_never_reaches_the_ledger_topic_or_webhooks() {
     const CANARY: &str = "gho_CANARY_e2e_51f0c9a7";
     let ledger = unique_name("ledger");
-    create_topic(&ledger, 1).await;
+    crate::support::create_compacted(&ledger).await;
     let issuer = TestServer::start(Reply::status(200)).await;
     let hooks = TestServer::start(Reply::status(200)).await;
     unsafe {
@@ -603,8 +603,8 @@ async fn a_canary_secret_never_reaches_the_ledger_topic_or_webhooks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_deliveries_pending_at_a_crash_are_sent_after_the_restart() {
     let (ledger, outbox) = (unique_name("ledger-outbox"), unique_name("outbox"));
-    create_topic(&ledger, 1).await;
-    create_topic(&outbox, 1).await;
+    crate::support::create_compacted(&ledger).await;
+    crate::support::create_compacted(&outbox).await;
     let issuer = TestServer::start(Reply::status(200)).await;
     let hooks = TestServer::start(Reply::status(503)).await;
     unsafe { std::env::set_var("TW_E2E_WHSEC_OUTBOX", WHSEC) };

@@ -76,9 +76,9 @@ pub async fn config(name: &str, topic: &str) -> tokenwatch::Config {
     config.ingest.group_id = unique_name(&format!("{name}-group"));
     config.ingest.dead_letter_topic = unique_name(&format!("{name}-dlq"));
     config.revoker.ledger_topic = unique_name(&format!("{name}-ledger"));
-    create_topic(&config.revoker.ledger_topic, 1).await;
+    create_compacted(&config.revoker.ledger_topic).await;
     config.revoker.webhook_outbox_topic = unique_name(&format!("{name}-outbox"));
-    create_topic(&config.revoker.webhook_outbox_topic, 1).await;
+    create_compacted(&config.revoker.webhook_outbox_topic).await;
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.admin.probe_listen = "127.0.0.1:0".parse().unwrap();
     config.detectors.shards = Some(E2E_SHARDS);
@@ -105,6 +105,37 @@ pub fn unique_name(prefix: &str) -> String {
 
 pub async fn create_topic(name: &str, partitions: i32) {
     create_topic_with(name, partitions, &[("max.message.bytes", "8388608")]).await
+}
+
+/// A one-partition compacted topic, as `tokenwatch topics create` makes
+/// the ledger and the webhook outbox (`run` refuses them otherwise).
+pub async fn create_compacted(name: &str) {
+    create_topic_with(name, 1, &[("cleanup.policy", "compact")]).await
+}
+
+/// The configs of `topic` on the test broker, by name.
+pub async fn topic_configs(topic: &str) -> Option<std::collections::BTreeMap<String, String>> {
+    use rdkafka::admin::ResourceSpecifier;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+        .await
+        .unwrap();
+    let resource = described.into_iter().next()?.ok()?;
+    // A missing topic comes back with no entries at all.
+    if resource.entries.is_empty() {
+        return None;
+    }
+    Some(
+        resource
+            .entries
+            .into_iter()
+            .filter_map(|e| Some((e.name, e.value?)))
+            .collect(),
+    )
 }
 
 /// A topic with the given topic configs.
