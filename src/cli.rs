@@ -249,11 +249,21 @@ impl Cli {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
-                ExitCode::FAILURE
+                // A bad config is not worth restarting for (systemd's
+                // RestartPreventExitStatus, an orchestrator's alerting).
+                if e.downcast_ref::<crate::config::ConfigError>().is_some() {
+                    ExitCode::from(EX_CONFIG)
+                } else {
+                    ExitCode::FAILURE
+                }
             }
         }
     }
 }
+
+/// sysexits' EX_CONFIG: the exit code of a config error, for `check-config`
+/// and any command whose config does not load.
+pub const EX_CONFIG: u8 = 78;
 
 fn init_tracing(default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
@@ -349,7 +359,7 @@ fn check_config(path: PathBuf) -> ExitCode {
                 && let Err(e) = detectors::GeoIp::open(geoip)
             {
                 eprintln!("{}: invalid config:\n  - {e}", path.display());
-                return ExitCode::FAILURE;
+                return ExitCode::from(EX_CONFIG);
             }
             println!(
                 "{} is valid. Effective config (secrets are only ever named, never stored):\n",
@@ -368,7 +378,7 @@ fn check_config(path: PathBuf) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::FAILURE
+            ExitCode::from(EX_CONFIG)
         }
     }
 }

@@ -59,6 +59,17 @@ impl Config {
         origin: &str,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        Self::parse(text, origin, vars, None)
+    }
+
+    /// Parses, applies `vars` overrides, resolves relative file paths
+    /// against `base` (when the text came from a file) and validates.
+    fn parse(
+        text: &str,
+        origin: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+        base: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
         let fail = |problems: Vec<String>| ConfigError {
             path: origin.to_string(),
             problems,
@@ -69,9 +80,12 @@ impl Config {
         if !overrides.is_empty() {
             return Err(fail(overrides));
         }
-        let config: Config = toml::Value::Table(table)
+        let mut config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| fail(vec![e.to_string().trim().to_string()]))?;
+        if let Some(base) = base {
+            config.detectors.resolve_paths(base);
+        }
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)
@@ -85,12 +99,28 @@ impl Config {
 
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, std::env::vars())
+    }
+
+    /// [`load`](Self::load) with the environment overrides taken from
+    /// `vars` instead of the process environment.
+    pub fn load_with(
+        path: &Path,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             path: origin.clone(),
             problems: vec![format!("cannot read the file: {e}")],
         })?;
-        let mut config = Self::from_toml(&text, &origin)?;
+        // Relative paths in the file are from its folder, not from the
+        // working directory: the config travels with what it names.
+        let base = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let base = std::path::absolute(&base).unwrap_or(base);
+        let mut config = Self::parse(&text, &origin, vars, Some(&base))?;
         config.source = Some(path.to_path_buf());
         Ok(config)
     }
@@ -194,10 +224,80 @@ fn apply_env_overrides(
 mod tests {
     use super::*;
 
+    /// The repository's synthetic GeoIP files in place of the example's
+    /// GeoLite2 paths, as environment overrides (relative: from the
+    /// config's folder, the repository root).
+    fn fixture_geoip() -> Vec<(String, String)> {
+        vec![
+            (
+                "TOKENWATCH__DETECTORS__GEOIP__CITY_DB".into(),
+                "tests/fixtures/geoip/synthetic-city.mmdb".into(),
+            ),
+            (
+                "TOKENWATCH__DETECTORS__GEOIP__ASN_DB".into(),
+                "tests/fixtures/geoip/synthetic-asn.mmdb".into(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn relative_paths_are_from_the_config_files_folder() {
+        let dir = std::env::temp_dir().join(format!("tw-config-paths-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("conf/rules")).unwrap();
+        std::fs::write(
+            dir.join("conf/rules/r.toml"),
+            "[[rules]]\nname = \"deletes\"\nwhen = \"action LIKE 'DELETE %'\"\naction = \"alert\"\nseverity = \"high\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("conf/tw.toml"),
+            "[ingest]\ntopics = [\"t\"]\n[detectors.policy]\nfiles = [\"rules/r.toml\"]\n",
+        )
+        .unwrap();
+        // Loaded from elsewhere than its folder (tests run in the crate's).
+        let config = Config::load(&dir.join("conf/tw.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.detectors.policy.files,
+            vec![dir.join("conf/rules/r.toml")]
+        );
+        // An absolute path stays as it is, and a missing relative one is
+        // reported with the path it was resolved to.
+        std::fs::write(
+            dir.join("conf/tw.toml"),
+            "[ingest]\ntopics = [\"t\"]\n[detectors.policy]\nfiles = [\"missing.toml\"]\n",
+        )
+        .unwrap();
+        let err = Config::load(&dir.join("conf/tw.toml")).unwrap_err();
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p.contains(&dir.join("conf/missing.toml").display().to_string())),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_example_config_names_geolite2_and_says_how_to_get_it() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tokenwatch.example.toml");
+        let Err(err) = Config::load_with(&path, Vec::new()) else {
+            // This machine has GeoLite2 where geoipupdate puts it.
+            return;
+        };
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p.contains("/var/lib/GeoIP/GeoLite2-City.mmdb")
+                    && p.contains("geoipupdate")
+                    && p.contains("DB-IP Lite")),
+            "{err}"
+        );
+    }
+
     #[test]
     fn example_config_in_the_repo_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tokenwatch.example.toml");
-        let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::load_with(&path, fixture_geoip()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.ingest.topics, vec!["api-events".to_string()]);
         // Every section is spelled out, and equal to the defaults it documents.
         let geoip = config.detectors.geoip.clone().expect("geoip section");

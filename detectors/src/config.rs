@@ -1,7 +1,7 @@
 //! The `[detectors]` config section: state limits, GeoIP, metadata and one
 //! sub-section per detector.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -139,7 +139,40 @@ impl Default for DetectorsConfig {
     }
 }
 
+/// Makes a relative `path` relative to `base` (the config file's folder).
+fn resolve(base: &Path, path: &mut PathBuf) {
+    if path.is_relative() {
+        *path = base.join(&*path);
+    }
+}
+
 impl DetectorsConfig {
+    /// Resolves the relative file paths (GeoIP databases, the metadata
+    /// file, rule files) against `base`, the folder of the config file
+    /// that names them, so a config works from any working directory.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(geoip) = &mut self.geoip {
+            for db in &mut geoip.city_db {
+                match db {
+                    crate::geoip::CityDb::Path(p) => resolve(base, p),
+                    crate::geoip::CityDb::Entry(e) => resolve(base, &mut e.path),
+                }
+            }
+            for p in [&mut geoip.asn_db, &mut geoip.anonymous_db]
+                .into_iter()
+                .flatten()
+            {
+                resolve(base, p);
+            }
+        }
+        if let Some(p) = &mut self.metadata_file {
+            resolve(base, p);
+        }
+        for p in &mut self.policy.files {
+            resolve(base, p);
+        }
+    }
+
     /// The detect shards to run: `shards`, or the number of cores.
     pub fn shard_count(&self) -> usize {
         self.shards.unwrap_or_else(|| {

@@ -128,10 +128,8 @@ fn real_dbip_geography_decodes_and_judges_travel_sensibly() {
 /// but do not decode fails it, naming the file and the network.
 #[test]
 fn check_config_fails_on_a_database_whose_records_do_not_decode() {
-    let out = crate::support::check_example_config(
-        "city_db = \"tests/fixtures/geoip/synthetic-city.mmdb\"",
-        "city_db = \"tests/fixtures/geoip/wrong-types-city.mmdb\"",
-    );
+    let out =
+        crate::support::check_example_config("/synthetic-city.mmdb\"", "/wrong-types-city.mmdb\"");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(

@@ -499,6 +499,31 @@ fn check_config_refuses_secret_kafka_properties_without_echoing_them() {
     }
 }
 
+/// The shipped example config names GeoLite2 where geoipupdate puts it;
+/// without the files, `check-config` says how to get them (exit 78).
+#[test]
+fn check_config_says_how_to_get_geoip_databases() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if std::path::Path::new("/var/lib/GeoIP/GeoLite2-City.mmdb").exists() {
+        return;
+    }
+    let out = tokenwatch()
+        .current_dir(std::env::temp_dir())
+        .arg("check-config")
+        .arg(root.join("tokenwatch.example.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("/var/lib/GeoIP/GeoLite2-City.mmdb is not a readable file (get GeoLite2 with geoipupdate"),
+        "{stderr}"
+    );
+    // Everything else resolves from the config's folder, not the working
+    // directory (this one is the temp dir): no other problem.
+    assert_eq!(stderr.matches("\n  - ").count(), 2, "{stderr}");
+}
+
 /// `check-config` reports a misspelt librdkafka property and a bad value
 /// together, as librdkafka itself parses them, without a broker.
 #[test]
@@ -508,7 +533,8 @@ fn check_config_reports_misspelt_kafka_properties() {
         "\"client.id\" = \"tokenwatch\"\n\"fetch.wait.max.mss\" = \"10\"\n\"security.protocol\" = \"SASL_TLS\"",
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    // sysexits' EX_CONFIG, distinct from a run-time failure.
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(
         stderr.contains("ingest.properties.\"fetch.wait.max.mss\": No such configuration property"),
         "{stderr}"

@@ -91,6 +91,7 @@ fn the_example_config_s_rules_catch_a_real_shaped_cloudtrail_record() {
     std::fs::write(&input, record).unwrap();
     let out = tokenwatch()
         .current_dir(root)
+        .envs(crate::support::fixture_geoip_env())
         .args([
             "replay",
             "-c",

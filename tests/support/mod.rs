@@ -446,10 +446,26 @@ pub fn real_geoip() -> detectors::GeoIpConfig {
 }
 
 /// Runs `tokenwatch check-config` (from the repository root) on the shipped
-/// example config with `from` replaced by `to` (`from` empty: unchanged).
+/// example config, its GeoIP files replaced by the repository's synthetic
+/// ones (see [`fixture_geoip_env`]), with `from` replaced by `to` (`from`
+/// empty: unchanged).
 pub fn check_example_config(from: &str, to: &str) -> std::process::Output {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let example = std::fs::read_to_string(root.join("tokenwatch.example.toml")).unwrap();
+    // The synthetic GeoIP files in place of the GeoLite2 paths, which CI
+    // machines do not have.
+    let mut example = std::fs::read_to_string(root.join("tokenwatch.example.toml")).unwrap();
+    for (key, path) in fixture_geoip_env() {
+        let file = if key.ends_with("CITY_DB") {
+            "/var/lib/GeoIP/GeoLite2-City.mmdb"
+        } else {
+            "/var/lib/GeoIP/GeoLite2-ASN.mmdb"
+        };
+        assert!(
+            example.contains(file),
+            "{file} is not in the example config"
+        );
+        example = example.replace(file, &path);
+    }
     let changed = if from.is_empty() {
         example.clone()
     } else {
@@ -457,7 +473,11 @@ pub fn check_example_config(from: &str, to: &str) -> std::process::Output {
         assert_ne!(changed, example, "{from:?} is not in the example config");
         changed
     };
-    let path = temp_dir().join("check-config.toml");
+    // Beside the repository's rule files, which its relative paths name
+    // (from the config's folder).
+    let dir = temp_dir();
+    std::os::unix::fs::symlink(root.join("detectors"), dir.join("detectors")).unwrap();
+    let path = dir.join("check-config.toml");
     std::fs::write(&path, changed).unwrap();
     tokenwatch()
         .current_dir(root)
@@ -465,6 +485,22 @@ pub fn check_example_config(from: &str, to: &str) -> std::process::Output {
         .arg(&path)
         .output()
         .unwrap()
+}
+
+/// Environment overrides that put the repository's synthetic GeoIP files
+/// in place of the example config's GeoLite2 paths.
+pub fn fixture_geoip_env() -> [(&'static str, String); 2] {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/geoip");
+    [
+        (
+            "TOKENWATCH__DETECTORS__GEOIP__CITY_DB",
+            format!("{fixtures}/synthetic-city.mmdb"),
+        ),
+        (
+            "TOKENWATCH__DETECTORS__GEOIP__ASN_DB",
+            format!("{fixtures}/synthetic-asn.mmdb"),
+        ),
+    ]
 }
 
 /// Committed offsets of `group` summed over `topic`'s partitions, and the

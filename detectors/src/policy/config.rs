@@ -14,7 +14,7 @@ pub struct PolicyConfig {
     pub rules: Vec<RuleConfig>,
     /// Rule files (TOML with `[[rules]]`, and optionally the `[[cases]]`
     /// that `tokenwatch rules test` checks). Relative paths are from the
-    /// working directory.
+    /// config file's folder.
     #[serde(default)]
     pub files: Vec<PathBuf>,
 }
