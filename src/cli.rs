@@ -174,8 +174,13 @@ fn parse_format(text: &str) -> Result<schemas::Format, String> {
 
 impl Cli {
     pub fn run(self) -> ExitCode {
-        // The demo prints its own story; logs only for errors unless asked.
-        init_tracing(
+        // The demo prints its own story: its logs go to a file unless
+        // RUST_LOG asks for them; the other tools log warnings only.
+        let demo_log = matches!(self.command, Command::Demo(_))
+            .then(demo_log_file)
+            .flatten();
+        init_tracing_to(
+            demo_log.as_deref(),
             if matches!(
                 self.command,
                 Command::Demo(_)
@@ -271,6 +276,28 @@ fn init_tracing(default: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// The demo's log file, unless `RUST_LOG` asks for logs on stderr: the
+/// demo's table is its output, and a WARN line with a whole decision in it
+/// would break it up.
+pub fn demo_log_file() -> Option<PathBuf> {
+    std::env::var_os("RUST_LOG")
+        .is_none()
+        .then(|| std::env::temp_dir().join("tokenwatch-demo.log"))
+}
+
+/// Logs at `info` into `path` (the demo's), else as [`init_tracing`].
+fn init_tracing_to(path: Option<&Path>, default: &str) {
+    let file = path.and_then(|p| std::fs::File::create(p).ok());
+    match file {
+        Some(file) => tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new("info,rdkafka=warn"))
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .init(),
+        None => init_tracing(default),
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

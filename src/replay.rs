@@ -88,7 +88,9 @@ pub async fn run(
 }
 
 /// A progress bar on stderr while files are read (none for stdin, and
-/// indicatif hides it when stderr is not a terminal).
+/// indicatif hides it when stderr is not a terminal): bytes read from the
+/// files as stored against their sizes, so a `.json.gz` is measured in
+/// compressed bytes on both sides.
 fn progress_bar(
     inputs: &[String],
     metrics: Arc<IngestMetrics>,
@@ -114,7 +116,7 @@ fn progress_bar(
         let bar = bar.clone();
         tokio::spawn(async move {
             loop {
-                bar.set_position(metrics.bytes.load(Relaxed));
+                bar.set_position(metrics.input_bytes.load(Relaxed));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })

@@ -5,12 +5,15 @@
 //! counted.
 
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
 
 use async_compression::tokio::bufread::GzipDecoder;
 use schemas::Origin;
 use schemas::decode::Decoder;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader, ReadBuf};
 use tokio::sync::mpsc;
 use tracing::{Instrument, info_span, warn};
 
@@ -91,6 +94,10 @@ impl FileSource {
                     }
                     Input::File(path) => {
                         let file = tokio::fs::File::open(path).await.map_err(read_error)?;
+                        let file = Counted {
+                            inner: file,
+                            metrics: Arc::clone(&self.metrics),
+                        };
                         let reader = BufReader::with_capacity(1 << 16, file);
                         let reader = decompressed(reader).await.map_err(read_error)?;
                         self.read(reader, &name, &mut builder, &output).await
@@ -176,6 +183,30 @@ impl FileSource {
             let _ = output.send(delivery).await;
         }
         Ok(())
+    }
+}
+
+/// A file that counts the bytes read from it as stored, compressed or not
+/// ([`IngestMetrics::input_bytes`]): progress against the file's size is
+/// then honest for `.json.gz` too.
+struct Counted<R> {
+    inner: R,
+    metrics: Arc<IngestMetrics>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = poll {
+            let read = (buf.filled().len() - before) as u64;
+            self.metrics.input_bytes.fetch_add(read, Relaxed);
+        }
+        poll
     }
 }
 
@@ -358,5 +389,8 @@ mod tests {
             metrics.dead_lettered[DecodeError::TooLarge.index()].load(Relaxed),
             1
         );
+        // Progress counts the file as stored: every compressed byte, not
+        // the 100 kB the long line inflates to.
+        assert_eq!(metrics.input_bytes.load(Relaxed), compressed.len() as u64);
     }
 }

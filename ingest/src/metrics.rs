@@ -15,6 +15,9 @@ pub struct IngestMetrics {
     pub batches: AtomicU64,
     /// Payload bytes read.
     pub bytes: AtomicU64,
+    /// Bytes read from input files as they are stored (compressed, for a
+    /// `.json.gz`): replay's progress against the files' sizes.
+    pub input_bytes: AtomicU64,
     /// Offsets stored after acknowledgement.
     pub offsets_stored: AtomicU64,
     /// Partitions currently assigned to this instance (a gauge).

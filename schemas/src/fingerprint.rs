@@ -4,7 +4,7 @@
 //! revocation ledger can key on it, and it cannot be reversed or checked
 //! against guessed secrets without the key.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 /// Prefix that marks a `token_id` as a fingerprint of a raw secret.

@@ -204,6 +204,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     println!(
         "(demo runs on librdkafka's in-process mock cluster; `tokenwatch bench` measures the real broker)"
     );
+    if let Some(log) = crate::cli::demo_log_file() {
+        println!(
+            "logs: {} (RUST_LOG=info shows them here instead)",
+            log.display()
+        );
+    }
     if let Some(path) = &options.summary_json {
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("cannot write {}", path.display()))?;

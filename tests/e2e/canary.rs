@@ -1,8 +1,8 @@
 //! Issue 11, section 1: no raw secret anywhere, on every path. One unique
 //! canary secret goes in as `token` in a valid record (which is revoked at
 //! an issuer that echoes it back in a 400), in invalid JSON, in invalid
-//! UTF-8, in an oversized record, as a Kafka key, and in the config file's
-//! Kafka properties. Afterwards every topic tokenwatch writes (dead-letter,
+//! UTF-8, in an oversized record, as a Kafka key, and as the Kafka
+//! password the config takes from the environment. Afterwards every topic tokenwatch writes (dead-letter,
 //! ledger, webhook dead-letter), every webhook body, the process's log at
 //! debug level, `/metrics`, every `/v1/*` answer and `check-config`'s
 //! output are searched: the canary is found 0 times. The issuer, which
@@ -50,10 +50,12 @@ async fn the_canary_secret_is_found_nowhere_but_at_the_issuer() {
     create_topic(&config.revoker.webhook_dead_letter_topic, 1).await;
     config.ingest.max_record_bytes = 4096;
     config.ingest.fingerprint_key_env = "TW_E2E_CANARY_FP_KEY".into();
+    // A Kafka secret comes from the environment (one in the file's
+    // properties is refused): it is never echoed either.
     config
         .ingest
-        .properties
-        .insert("sasl.password".into(), CANARY.into());
+        .properties_from_env
+        .insert("sasl.password".into(), "TW_E2E_CANARY_KAFKA_SECRET".into());
     config.decision.mode = schemas::Mode::Enforce;
     config.revoker.issuers.insert(
         "oauth".into(),
@@ -97,6 +99,7 @@ async fn the_canary_secret_is_found_nowhere_but_at_the_issuer() {
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         ),
         ("TW_E2E_CANARY_ADMIN", ADMIN_TOKEN),
+        ("TW_E2E_CANARY_KAFKA_SECRET", CANARY),
     ];
 
     let log = dir.join("run.log");

@@ -382,6 +382,7 @@ fn demo_detects_and_revokes_every_scripted_attack() {
             "--summary-json",
         ])
         .arg(&summary)
+        .env_remove("RUST_LOG")
         .output()
         .unwrap();
     assert!(
@@ -390,6 +391,16 @@ fn demo_detects_and_revokes_every_scripted_attack() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // Its table is the whole output: the logs went to a file it names.
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        !stdout.contains(" WARN ") && !stderr.contains(" WARN ") && !stderr.contains(" INFO "),
+        "log lines among the demo's output:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("logs: "), "{stdout}");
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     let attacks = s["attacks"].as_array().unwrap();
     assert_eq!(attacks.len(), 5);
