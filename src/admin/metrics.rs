@@ -1,545 +1,543 @@
-//! Prometheus text exposition. Labels are detectors, actions, issuers,
-//! outcomes and reasons; never token ids.
+//! `/metrics`, in the OpenMetrics text format through `prometheus-client`.
+//! The pipeline's own counters are read at scrape time (a [`Collector`]);
+//! latencies are histograms with buckets (`_bucket`, `_sum`, `_count`), so
+//! they add up across instances; process metrics come from `/proc`.
+//!
+//! Labels are detectors, actions, issuers (configured ones; every other
+//! name is `unconfigured`), outcomes, reasons, rule names and reload kinds:
+//! bounded by code or config, never by input, and never token ids. Every
+//! label value is escaped.
 
-use std::fmt::Write;
+use std::fmt::{self, Write};
 use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 
 use hdrhistogram::Histogram;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelValue, EncodeMetric, LabelValueEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use schemas::DetectorKind;
 
 use super::AdminState;
+use crate::pipeline::Reloaded;
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
+/// The content type of [`render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
-    if labels.is_empty() {
-        let _ = writeln!(out, "{name} {value}");
-    } else {
-        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+/// Latency bucket bounds, seconds: revocation is a matter of milliseconds,
+/// a backlog of minutes.
+const BUCKETS_S: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// A label value, escaped as the text format requires (backslash, double
+/// quote, line feed); `prometheus-client` writes values as they are.
+struct Escaped<'a>(&'a str);
+
+impl EncodeLabelValue for Escaped<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
     }
 }
 
-/// Escapes a label value (backslash, double quote, newline).
-fn label_value(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// A counter without labels. `name` without `_total`, which the format adds.
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    ConstCounter::new(value).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
 }
 
-/// A latency histogram in microseconds as a summary in seconds.
-fn summary(out: &mut String, name: &str, help: &str, h: &Mutex<Histogram<u64>>) {
-    family(out, name, "summary", help);
-    let Ok(h) = h.lock() else { return };
-    for q in [0.5, 0.9, 0.99] {
-        let v = if h.is_empty() {
-            0.0
-        } else {
-            h.value_at_quantile(q) as f64 / 1e6
-        };
-        sample(out, name, &format!("quantile=\"{q}\""), v);
+/// A counter family: one sample per label set.
+fn counters<'a, const N: usize>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = ([(&'static str, &'a str); N], u64)>,
+) -> fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        let labels = labels.map(|(k, v)| (k, Escaped(v)));
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
     }
-    sample(
-        out,
-        &format!("{name}_max"),
-        "",
-        if h.is_empty() {
-            0.0
-        } else {
-            h.max() as f64 / 1e6
-        },
-    );
-    sample(out, &format!("{name}_count"), "", h.len());
+    Ok(())
 }
 
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, value: f64) -> fmt::Result {
+    ConstGauge::new(value).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+/// An hdrhistogram of microseconds as a histogram in seconds. Bucket
+/// counts and the sum are as exact as the recording (3 significant digits).
+fn histogram(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    h: &Mutex<Histogram<u64>>,
+) -> fmt::Result {
+    let (sum, count, buckets) = match h.lock() {
+        Ok(h) => buckets_of(&h),
+        Err(_) => return Ok(()),
+    };
+    enc.encode_descriptor(name, help, None, MetricType::Histogram)?
+        .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+}
+
+/// Sum (seconds), count and per-bucket counts (not cumulative; the last
+/// bound is +Inf) of a histogram of microseconds.
+fn buckets_of(h: &Histogram<u64>) -> (f64, u64, Vec<(f64, u64)>) {
+    let mut buckets: Vec<(f64, u64)> = BUCKETS_S.iter().map(|&b| (b, 0)).collect();
+    buckets.push((f64::MAX, 0));
+    let mut sum_us = 0f64;
+    for v in h.iter_recorded() {
+        let us = h.highest_equivalent(v.value_iterated_to());
+        let n = v.count_at_value();
+        sum_us += us as f64 * n as f64;
+        let seconds = us as f64 / 1e6;
+        let i = BUCKETS_S
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(BUCKETS_S.len());
+        buckets[i].1 += n;
+    }
+    (sum_us / 1e6, h.len(), buckets)
+}
+
+/// The scrape: everything read from the live state.
+#[derive(Debug)]
+struct Scrape(AdminStateRef);
+
+/// [`AdminState`] for a [`Collector`], which must be `Debug`.
+struct AdminStateRef(AdminState);
+
+impl fmt::Debug for AdminStateRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminState")
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let s = &self.0.0;
+        ingest(&mut enc, s)?;
+        detection(&mut enc, s)?;
+        revocation(&mut enc, s)?;
+        latency(&mut enc, s)?;
+        process(&mut enc)
+    }
+}
+
+/// The OpenMetrics text of everything.
 pub fn render(s: &AdminState) -> String {
-    let mut out = String::with_capacity(8 << 10);
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape(AdminStateRef(s.clone()))));
+    let mut out = String::with_capacity(16 << 10);
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+fn ingest(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
     let i = &s.ingest;
-    let counters = [
+    for (name, help, v) in [
         (
-            "tokenwatch_ingest_records_total",
+            "tokenwatch_ingest_records",
             "Records read from Kafka, good and bad.",
             i.records.load(Relaxed),
         ),
         (
-            "tokenwatch_ingest_events_total",
+            "tokenwatch_ingest_events",
             "Records decoded into events.",
             i.events.load(Relaxed),
         ),
         (
-            "tokenwatch_ingest_bytes_total",
+            "tokenwatch_ingest_bytes",
             "Payload bytes read.",
             i.bytes.load(Relaxed),
         ),
         (
-            "tokenwatch_ingest_batches_total",
+            "tokenwatch_ingest_batches",
             "Batches handed to detection.",
             i.batches.load(Relaxed),
         ),
         (
-            "tokenwatch_offsets_stored_total",
+            "tokenwatch_offsets_stored",
             "Offsets stored after acknowledgement.",
             i.offsets_stored.load(Relaxed),
         ),
         (
-            "tokenwatch_decode_errors_total",
+            "tokenwatch_decode_errors",
             "Records that could not be decoded (all dead-lettered); a bad record in a CloudTrail file counts alone.",
             i.dead_lettered_total(),
         ),
         (
-            "tokenwatch_skipped_total",
+            "tokenwatch_skipped",
             "Well-formed vendor records that are no token's call (a GitHub web-session action, a CloudTrail AwsServiceEvent): not events, not errors.",
             i.skipped.load(Relaxed),
         ),
-    ];
-    for (name, help, v) in counters {
-        family(&mut out, name, "counter", help);
-        sample(&mut out, name, "", v);
-    }
-    family(
-        &mut out,
-        "tokenwatch_dead_lettered_total",
-        "counter",
-        "Records sent to the dead-letter topic, by reason.",
-    );
-    for (reason, n) in i.dead_lettered_by_reason() {
-        sample(
-            &mut out,
-            "tokenwatch_dead_lettered_total",
-            &format!("reason=\"{reason}\""),
-            n,
-        );
-    }
-    family(
-        &mut out,
-        "tokenwatch_ingest_batch_closes_total",
-        "counter",
-        "Batches handed on, by why: full, idle (nothing more fetched: handed on at once) or linger.",
-    );
-    for why in ingest::BatchClose::ALL {
-        sample(
-            &mut out,
-            "tokenwatch_ingest_batch_closes_total",
-            &format!("reason=\"{}\"", why.name()),
-            i.closes(why),
-        );
-    }
-    family(
-        &mut out,
-        "tokenwatch_consumer_errors_total",
-        "counter",
-        "Kafka consumer errors that did not stop ingest (the client retries them).",
-    );
-    sample(
-        &mut out,
-        "tokenwatch_consumer_errors_total",
-        "",
-        i.consumer_errors.load(Relaxed),
-    );
-    family(
-        &mut out,
-        "tokenwatch_assigned_partitions",
-        "gauge",
-        "Partitions assigned to this instance.",
-    );
-    sample(
-        &mut out,
-        "tokenwatch_assigned_partitions",
-        "",
-        i.assigned_partitions.load(Relaxed),
-    );
-    family(
-        &mut out,
-        "tokenwatch_consumer_lag",
-        "gauge",
-        "Records behind the end of the assigned partitions.",
-    );
-    sample(
-        &mut out,
-        "tokenwatch_consumer_lag",
-        "",
-        i.consumer_lag.load(Relaxed),
-    );
-
-    let e = s.flow.engine_stats();
-    family(
-        &mut out,
-        "tokenwatch_findings_total",
-        "counter",
-        "Findings by detector (shadow ones included).",
-    );
-    for d in DetectorKind::ALL {
-        sample(
-            &mut out,
-            "tokenwatch_findings_total",
-            &format!("detector=\"{}\"", d.as_str()),
-            e.decision.findings[d.index()],
-        );
-    }
-    family(
-        &mut out,
-        "tokenwatch_decisions_total",
-        "counter",
-        "Decisions by action.",
-    );
-    for (action, n) in [
-        ("alert", &s.flow.decisions[1]),
-        ("revoke", &s.flow.decisions[2]),
-    ] {
-        sample(
-            &mut out,
-            "tokenwatch_decisions_total",
-            &format!("action=\"{action}\""),
-            n.load(Relaxed),
-        );
-    }
-    let engine_counters = [
         (
-            "tokenwatch_late_events_total",
+            "tokenwatch_consumer_errors",
+            "Kafka consumer errors that did not stop ingest (the client retries them).",
+            i.consumer_errors.load(Relaxed),
+        ),
+    ] {
+        counter(enc, name, help, v)?;
+    }
+    counters(
+        enc,
+        "tokenwatch_dead_lettered",
+        "Records sent to the dead-letter topic, by reason.",
+        i.dead_lettered_by_reason()
+            .into_iter()
+            .map(|(reason, n)| ([("reason", reason)], n)),
+    )?;
+    counters(
+        enc,
+        "tokenwatch_ingest_batch_closes",
+        "Batches handed on, by why: full, idle (nothing more fetched: handed on at once) or linger.",
+        ingest::BatchClose::ALL.map(|why| ([("reason", why.name())], i.closes(why))),
+    )?;
+    gauge(
+        enc,
+        "tokenwatch_assigned_partitions",
+        "Partitions assigned to this instance.",
+        i.assigned_partitions.load(Relaxed) as f64,
+    )?;
+    gauge(
+        enc,
+        "tokenwatch_consumer_lag",
+        "Records behind the end of the assigned partitions.",
+        i.consumer_lag.load(Relaxed) as f64,
+    )
+}
+
+fn detection(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
+    let e = s.flow.engine_stats();
+    counters(
+        enc,
+        "tokenwatch_findings",
+        "Findings by detector (shadow ones included).",
+        DetectorKind::ALL.map(|d| ([("detector", d.as_str())], e.decision.findings[d.index()])),
+    )?;
+    counters(
+        enc,
+        "tokenwatch_decisions",
+        "Decisions by action.",
+        [("alert", 1), ("revoke", 2)]
+            .map(|(action, i)| ([("action", action)], s.flow.decisions[i].load(Relaxed))),
+    )?;
+    for (name, help, v) in [
+        (
+            "tokenwatch_late_events",
             "Events past the allowed lateness (stateless checks only).",
             e.late_events,
         ),
         (
-            "tokenwatch_future_events_total",
+            "tokenwatch_future_events",
             "Events ahead of their Kafka timestamp by more than the allowed lateness (stateless checks only).",
             e.future_events,
         ),
         (
-            "tokenwatch_tokens_evicted_total",
+            "tokenwatch_tokens_evicted",
             "Tokens evicted at the state cap.",
             e.store.evicted,
         ),
         (
-            "tokenwatch_tokens_expired_total",
+            "tokenwatch_tokens_expired",
             "Tokens forgotten after idle expiry.",
             e.store.expired,
         ),
         (
-            "tokenwatch_shadow_findings_total",
+            "tokenwatch_shadow_findings",
             "Findings from detectors in shadow mode.",
             e.decision.shadow_findings,
         ),
         (
-            "tokenwatch_allowlisted_total",
+            "tokenwatch_allowlisted",
             "Events with findings exempted by an allowlist.",
             e.decision.allowlisted,
         ),
         (
-            "tokenwatch_suppressed_repeats_total",
+            "tokenwatch_suppressed_repeats",
             "Repeats folded by deduplication.",
             e.decision.suppressed_repeats,
         ),
         (
-            "tokenwatch_over_budget_total",
+            "tokenwatch_over_budget",
             "Revocations downgraded to alerts by the budget.",
             e.decision.over_budget,
         ),
         (
-            "tokenwatch_unconfigured_issuer_revocations_total",
+            "tokenwatch_unconfigured_issuer_revocations",
             "Revocations downgraded to alerts for naming no configured issuer.",
             e.decision.unconfigured_issuer,
         ),
         (
-            "tokenwatch_low_confidence_caps_total",
+            "tokenwatch_low_confidence_caps",
             "Revocations capped at alert by low confidence.",
             e.decision.low_confidence_caps,
         ),
         (
-            "tokenwatch_geoip_lookups_total",
+            "tokenwatch_geoip_lookups",
             "GeoIP lookups that missed the cache.",
             e.geoip_lookups,
         ),
         (
-            "tokenwatch_geoip_decode_errors_total",
+            "tokenwatch_geoip_decode_errors",
             "GeoIP records found but not decodable (enriched as unknown).",
             e.geoip_decode_errors,
         ),
         (
-            "tokenwatch_geoip_cache_hits_total",
+            "tokenwatch_geoip_cache_hits",
             "GeoIP lookups served from the cache.",
             e.geoip_cache_hits,
         ),
         (
-            "tokenwatch_policy_plans_total",
+            "tokenwatch_policy_plans",
             "DataFusion plans of the rule sets put in force: one per rule per (re)load, never per batch.",
             e.policy.plans,
         ),
         (
-            "tokenwatch_policy_evaluations_total",
+            "tokenwatch_policy_evaluations",
             "Batches the policy rules were evaluated on.",
             e.policy.evaluations,
         ),
         (
-            "tokenwatch_policy_reloads_total",
+            "tokenwatch_policy_reloads",
             "Rule sets put in force by a reload.",
             e.policy.reloads,
         ),
         (
-            "tokenwatch_policy_reload_failures_total",
+            "tokenwatch_policy_reload_failures",
             "Reloads refused (bad config or rule); the rules in force stayed.",
             e.policy.reload_failures,
         ),
         (
-            "tokenwatch_file_checks_total",
+            "tokenwatch_file_checks",
             "Checks of the GeoIP, metadata and rule files for changes.",
             s.flow.file_checks.load(Relaxed),
         ),
-    ];
-    for (name, help, v) in engine_counters {
-        family(&mut out, name, "counter", help);
-        sample(&mut out, name, "", v);
-    }
-    family(&mut out, "tokenwatch_tokens", "gauge", "Tokens with state.");
-    sample(&mut out, "tokenwatch_tokens", "", e.store.tokens);
-    family(
-        &mut out,
-        "tokenwatch_policy_rules",
-        "gauge",
-        "Policy rules in force.",
-    );
-    sample(&mut out, "tokenwatch_policy_rules", "", e.policy.rules);
-    for (name, help, value) in [
-        (
-            "tokenwatch_policy_rule_matches_total",
-            "Events each policy rule matched.",
-            (|r: &detectors::policy::RuleStats| r.matches) as fn(&_) -> u64,
-        ),
-        (
-            "tokenwatch_policy_rule_errors_total",
-            "Batches on which a policy rule failed (it matched nothing there).",
-            |r| r.errors,
-        ),
     ] {
-        family(&mut out, name, "counter", help);
-        for rule in &e.policy.per_rule {
-            let label = format!("rule=\"{}\"", label_value(&rule.name));
-            sample(&mut out, name, &label, value(rule));
-        }
+        counter(enc, name, help, v)?;
     }
+    gauge(
+        enc,
+        "tokenwatch_tokens",
+        "Tokens with state.",
+        e.store.tokens as f64,
+    )?;
+    gauge(
+        enc,
+        "tokenwatch_policy_rules",
+        "Policy rules in force.",
+        e.policy.rules as f64,
+    )?;
+    counters(
+        enc,
+        "tokenwatch_policy_rule_matches",
+        "Events each policy rule matched.",
+        e.policy
+            .per_rule
+            .iter()
+            .map(|r| ([("rule", r.name.as_str())], r.matches)),
+    )?;
+    counters(
+        enc,
+        "tokenwatch_policy_rule_errors",
+        "Batches on which a policy rule failed (it matched nothing there).",
+        e.policy
+            .per_rule
+            .iter()
+            .map(|r| ([("rule", r.name.as_str())], r.errors)),
+    )?;
+    let mut reloads = enc.encode_descriptor(
+        "tokenwatch_last_reload_timestamp_seconds",
+        "When each kind of reload (policy rules, GeoIP databases, metadata file) last succeeded, Unix time; 0 if never.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for what in Reloaded::ALL {
+        let at = s.flow.last_reload_s[what as usize].load(Relaxed);
+        ConstGauge::new(at).encode(reloads.encode_family(&[("what", Escaped(what.name()))])?)?;
+    }
+    Ok(())
+}
 
+fn revocation(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
     let issuers = s
         .revoker
         .by_issuer
         .lock()
         .map(|m| m.clone())
         .unwrap_or_default();
-    family(
-        &mut out,
-        "tokenwatch_revocations_total",
-        "counter",
+    counters(
+        enc,
+        "tokenwatch_revocations",
         "Revocations by issuer and outcome.",
-    );
-    for (issuer, c) in &issuers {
-        for (outcome, n) in [
-            ("revoked", c.revoked),
-            ("accepted", c.accepted),
-            ("failed", c.failed),
-            ("awaiting_secret", c.awaiting_secret),
-            ("failing", c.failing),
-            ("duplicate", c.duplicates),
-        ] {
-            sample(
-                &mut out,
-                "tokenwatch_revocations_total",
-                &format!("issuer=\"{}\",outcome=\"{outcome}\"", label_value(issuer)),
-                n,
-            );
-        }
+        issuers.iter().flat_map(|(issuer, c)| {
+            [
+                ("revoked", c.revoked),
+                ("accepted", c.accepted),
+                ("failed", c.failed),
+                ("awaiting_secret", c.awaiting_secret),
+                ("failing", c.failing),
+                ("duplicate", c.duplicates),
+            ]
+            .map(|(outcome, n)| ([("issuer", issuer.as_str()), ("outcome", outcome)], n))
+        }),
+    )?;
+    for (name, help, value) in [
+        (
+            "tokenwatch_secret_conflicts",
+            "Records that gave a token id a different secret than the one held (neither is used), by issuer.",
+            (|c: &revoker::metrics::IssuerCounts| c.secret_conflicts) as fn(&_) -> u64,
+        ),
+        (
+            "tokenwatch_revocation_attempts",
+            "Issuer calls, by issuer.",
+            |c| c.attempts,
+        ),
+        (
+            "tokenwatch_revocation_retries",
+            "Issuer calls that were retries, by issuer.",
+            |c| c.retries,
+        ),
+    ] {
+        counters(
+            enc,
+            name,
+            help,
+            issuers
+                .iter()
+                .map(|(issuer, c)| ([("issuer", issuer.as_str())], value(c))),
+        )?;
     }
-    family(
-        &mut out,
-        "tokenwatch_secret_conflicts_total",
-        "counter",
-        "Records that gave a token id a different secret than the one held (neither is used).",
-    );
-    for (issuer, c) in &issuers {
-        sample(
-            &mut out,
-            "tokenwatch_secret_conflicts_total",
-            &format!("issuer=\"{}\"", label_value(issuer)),
-            c.secret_conflicts,
-        );
-    }
-    family(
-        &mut out,
-        "tokenwatch_revocation_attempts_total",
-        "counter",
-        "Issuer calls, by issuer.",
-    );
-    for (issuer, c) in &issuers {
-        sample(
-            &mut out,
-            "tokenwatch_revocation_attempts_total",
-            &format!("issuer=\"{}\"", label_value(issuer)),
-            c.attempts,
-        );
-    }
-    family(
-        &mut out,
-        "tokenwatch_revocation_retries_total",
-        "counter",
-        "Issuer calls that were retries, by issuer.",
-    );
-    for (issuer, c) in &issuers {
-        sample(
-            &mut out,
-            "tokenwatch_revocation_retries_total",
-            &format!("issuer=\"{}\"", label_value(issuer)),
-            c.retries,
-        );
-    }
-    family(
-        &mut out,
-        "tokenwatch_breaker_opened_total",
-        "counter",
+    counter(
+        enc,
+        "tokenwatch_breaker_opened",
         "Times an issuer's circuit breaker opened.",
-    );
-    sample(
-        &mut out,
-        "tokenwatch_breaker_opened_total",
-        "",
         s.revoker.breaker_opened(),
-    );
-    family(
-        &mut out,
-        "tokenwatch_alerts_over_budget_total",
-        "counter",
+    )?;
+    counter(
+        enc,
+        "tokenwatch_alerts_over_budget",
         "Alert messages held back by revoker.alert_budget_per_minute.",
-    );
-    sample(
-        &mut out,
-        "tokenwatch_alerts_over_budget_total",
-        "",
         s.revoker.alerts_over_budget.load(Relaxed),
-    );
-    family(
-        &mut out,
-        "tokenwatch_ledger_write_failures_total",
-        "counter",
+    )?;
+    counter(
+        enc,
+        "tokenwatch_ledger_write_failures",
         "Failed ledger writes of a new revocation (each retry counts); the issuer is not called until one succeeds.",
-    );
-    sample(
-        &mut out,
-        "tokenwatch_ledger_write_failures_total",
-        "",
         s.revoker.ledger_write_failures.load(Relaxed),
-    );
-
+    )?;
     let w = &s.webhooks;
-    family(
-        &mut out,
-        "tokenwatch_webhook_deliveries_total",
-        "counter",
+    counters(
+        enc,
+        "tokenwatch_webhook_deliveries",
         "Webhook deliveries by result.",
-    );
-    sample(
-        &mut out,
-        "tokenwatch_webhook_deliveries_total",
-        "result=\"delivered\"",
-        w.delivered.load(Relaxed),
-    );
-    sample(
-        &mut out,
-        "tokenwatch_webhook_deliveries_total",
-        "result=\"dead_lettered\"",
-        w.dead_lettered.load(Relaxed),
-    );
-    family(
-        &mut out,
-        "tokenwatch_webhook_retries_total",
-        "counter",
+        [
+            ([("result", "delivered")], w.delivered.load(Relaxed)),
+            ([("result", "dead_lettered")], w.dead_lettered.load(Relaxed)),
+        ],
+    )?;
+    counter(
+        enc,
+        "tokenwatch_webhook_retries",
         "Webhook delivery retries.",
-    );
-    sample(
-        &mut out,
-        "tokenwatch_webhook_retries_total",
-        "",
         w.retries.load(Relaxed),
-    );
+    )
+}
 
-    summary(
-        &mut out,
+fn latency(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
+    histogram(
+        enc,
         "tokenwatch_event_to_decision_seconds",
         "Kafka timestamp of the triggering event to decision.",
         &s.flow.decision_latency_us,
-    );
-    summary(
-        &mut out,
+    )?;
+    histogram(
+        enc,
         "tokenwatch_decision_to_issuer_seconds",
         "Decision to the issuer's final answer.",
         &s.revoker.decision_to_answer_us,
-    );
-    summary(
-        &mut out,
+    )?;
+    histogram(
+        enc,
         "tokenwatch_event_to_revoked_seconds",
         "Kafka timestamp of the triggering event to the issuer confirming.",
         &s.revoker.event_to_revoked_us,
-    );
-    summary(
-        &mut out,
+    )?;
+    histogram(
+        enc,
         "tokenwatch_ingest_latency_seconds",
         "Kafka timestamp to the detect stage.",
         &s.flow.ingest_latency_us,
-    );
-    out
+    )
+}
+
+/// `tokenwatch_build_info` and the standard `process_*` metrics.
+fn process(enc: &mut DescriptorEncoder) -> fmt::Result {
+    let (_, librdkafka) = rdkafka::util::get_rdkafka_version();
+    enc.encode_descriptor(
+        "tokenwatch_build",
+        "The running build.",
+        None,
+        MetricType::Info,
+    )?
+    .encode_info(&[
+        ("version", Escaped(env!("CARGO_PKG_VERSION"))),
+        ("librdkafka", Escaped(&librdkafka)),
+    ])?;
+    let p = super::process::read();
+    if let Some(v) = p.cpu_seconds {
+        let m = enc.encode_descriptor(
+            "process_cpu_seconds",
+            "User and system CPU time spent, seconds.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(v).encode(m)?;
+    }
+    for (name, help, value) in [
+        (
+            "process_resident_memory_bytes",
+            "Resident memory size, bytes.",
+            p.resident_bytes,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "Virtual memory size, bytes.",
+            p.virtual_bytes,
+        ),
+        ("process_open_fds", "Open file descriptors.", p.open_fds),
+        (
+            "process_max_fds",
+            "The open file descriptor limit.",
+            p.max_fds,
+        ),
+        ("process_threads", "OS threads.", p.threads),
+        (
+            "process_start_time_seconds",
+            "Start time, Unix seconds.",
+            p.start_time_s,
+        ),
+    ] {
+        if let Some(v) = value {
+            gauge(enc, name, help, v)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use revoker::metrics::RevokerMetrics;
-    use tokio::sync::mpsc;
-
-    use super::*;
-
-    /// Issuer names come from event input: a crafted one can neither mint
-    /// a label (unconfigured issuers share one) nor break the exposition.
-    #[tokio::test]
-    async fn input_issuer_names_cannot_mint_labels_or_break_the_scrape() {
-        let revoker = Arc::new(RevokerMetrics::for_issuers(&["okta".to_string()]));
-        for i in 0..1000 {
-            revoker.count(&format!("evil-{i}"), |c| c.failed += 1);
-        }
-        revoker.count("x\"} 1\nfake_metric{a=\"", |c| c.failed += 1);
-        revoker.count("okta", |c| c.revoked += 1);
-        let (control, _) = mpsc::channel(1);
-        let (commands, _) = mpsc::channel(1);
-        let state = AdminState {
-            flow: Arc::default(),
-            ingest: Arc::default(),
-            revoker,
-            webhooks: Arc::default(),
-            control,
-            commands,
-            token: None,
-            denylist_token: None,
-        };
-        let text = render(&state);
-        assert!(
-            !text.contains("fake_metric") && !text.contains("evil-"),
-            "{text}"
-        );
-        assert!(text.contains(
-            "tokenwatch_revocations_total{issuer=\"unconfigured\",outcome=\"failed\"} 1001"
-        ));
-        assert!(
-            text.contains("tokenwatch_revocations_total{issuer=\"okta\",outcome=\"revoked\"} 1")
-        );
-        // Every sample line is `name{labels} value` or `name value`.
-        for line in text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-        {
-            assert!(line.split(' ').count() >= 2, "{line}");
-            assert!(line.starts_with("tokenwatch_"), "{line}");
-        }
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-    }
-}
+mod tests;

@@ -25,6 +25,7 @@
 //! body size limit.
 
 mod metrics;
+mod process;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -309,7 +310,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 
 async fn prometheus(State(s): State<AdminState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         metrics::render(&s),
     )
         .into_response()

@@ -150,13 +150,13 @@ impl GeoIpReloader {
         });
     }
 
-    /// The fresh databases, if they opened.
+    /// The fresh databases, if they opened (announced once every shard
+    /// has them).
     fn finish(&mut self, opened: Opened) -> Option<GeoIp> {
         self.running = false;
         match opened {
             Ok(fresh) => {
                 self.failed = None;
-                info!("GeoIP databases reloaded.");
                 Some(fresh)
             }
             Err(e) => {
@@ -331,9 +331,39 @@ async fn controller(
                 changes
             }
         };
+        let reloaded: Vec<(super::Reloaded, usize)> = to_stage
+            .iter()
+            .filter_map(|change| match change {
+                stage::Control::ReplaceMetadata(store) => {
+                    Some((super::Reloaded::Metadata, store.len()))
+                }
+                stage::Control::InstallGeoIp(_) => Some((super::Reloaded::GeoIp, 0)),
+                _ => None,
+            })
+            .collect();
         for change in to_stage {
             if stage.send(change).await.is_err() {
                 return;
+            }
+        }
+        if reloaded.is_empty() {
+            continue;
+        }
+        // Said (and timed) once every shard judges with it: an event read
+        // after the log line meets the new files.
+        let (synced, done) = oneshot::channel();
+        if stage.send(stage::Control::Sync(synced)).await.is_err() || done.await.is_err() {
+            return;
+        }
+        for (what, tokens) in reloaded {
+            stats.reloaded(what);
+            match what {
+                super::Reloaded::Metadata => info!(
+                    path = %reload.metadata_file.as_deref().unwrap_or(std::path::Path::new("")).display(),
+                    tokens,
+                    "Token metadata file reloaded."
+                ),
+                _ => info!("GeoIP databases reloaded."),
             }
         }
     }
@@ -353,10 +383,7 @@ pub enum StageError {
 fn reload_metadata_file(path: Option<&PathBuf>) -> Option<stage::Control> {
     let path = path?;
     match MetadataStore::load(path) {
-        Ok(store) => {
-            info!(path = %path.display(), tokens = store.len(), "Token metadata file reloaded.");
-            Some(stage::Control::ReplaceMetadata(store))
-        }
+        Ok(store) => Some(stage::Control::ReplaceMetadata(store)),
         Err(problems) => {
             error!(problems = ?problems, "Token metadata file has errors; the previous metadata stays in use.");
             None
@@ -392,7 +419,10 @@ async fn reload_rules(
         return None;
     }
     match answer.await {
-        Ok(Ok(n)) => info!(path = %path.display(), rules = n, "Policy rules reloaded."),
+        Ok(Ok(n)) => {
+            stats.reloaded(super::Reloaded::Policy);
+            info!(path = %path.display(), rules = n, "Policy rules reloaded.")
+        }
         Ok(Err(problems)) => error!(
             path = %path.display(),
             problems = ?problems,

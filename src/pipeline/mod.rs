@@ -21,7 +21,7 @@ use anyhow::Context;
 use detectors::Engine;
 use ingest::{IngestMetrics, KafkaSource, MetadataProgress, MetadataSource};
 use revoker::{Command, Revoker};
-pub use stats::FlowStats;
+pub use stats::{FlowStats, Reloaded};
 use tokio::sync::mpsc;
 use tracing::{Instrument, info_span};
 

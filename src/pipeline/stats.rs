@@ -35,6 +35,29 @@ pub struct FlowStats {
     /// as it stood at start (true when there is no topic). Events are not
     /// read before, so no token is judged without its metadata.
     pub metadata_ready: tokio::sync::watch::Sender<bool>,
+    /// When each kind of reload last succeeded, Unix seconds (0: never),
+    /// by [`Reloaded`] order.
+    pub last_reload_s: [std::sync::atomic::AtomicI64; 3],
+}
+
+/// What a successful reload put in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    Policy = 0,
+    GeoIp = 1,
+    Metadata = 2,
+}
+
+impl Reloaded {
+    pub const ALL: [Reloaded; 3] = [Reloaded::Policy, Reloaded::GeoIp, Reloaded::Metadata];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reloaded::Policy => "policy",
+            Reloaded::GeoIp => "geoip",
+            Reloaded::Metadata => "metadata",
+        }
+    }
 }
 
 fn histogram() -> Mutex<Histogram<u64>> {
@@ -60,6 +83,7 @@ impl Default for FlowStats {
             probe_addr: std::sync::OnceLock::new(),
             file_checks: Default::default(),
             metadata_ready: tokio::sync::watch::Sender::new(true),
+            last_reload_s: Default::default(),
         }
     }
 }
@@ -82,6 +106,11 @@ fn quantiles(h: &Mutex<Histogram<u64>>) -> (f64, f64, f64) {
 }
 
 impl FlowStats {
+    /// Notes that a reload of `what` succeeded now.
+    pub fn reloaded(&self, what: Reloaded) {
+        self.last_reload_s[what as usize].store(now_us() / 1_000_000, Relaxed);
+    }
+
     /// Records a batch's arrival, once per batch.
     pub fn record_batch(&self, delivery: &Delivery) {
         let now = now_us();

@@ -190,6 +190,17 @@ async fn sighup_reloads_rules_and_a_bad_set_keeps_the_old_one() {
     // One plan at startup, two for the new set; the refused set made none
     // that stayed (it was planned and dropped: counted only when in force).
     assert_eq!(plans(), Some(3.0));
+    // The good reload's time is there for alerting on stale rules.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let at = metric(
+        &admin,
+        "tokenwatch_last_reload_timestamp_seconds{what=\"policy\"}",
+    )
+    .expect("last reload time");
+    assert!((now - 120.0..=now + 1.0).contains(&at), "{at} vs {now}");
 
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
