@@ -20,8 +20,19 @@ use crate::pipeline::{self, FlowStats};
     about = "Detects misuse of API tokens in audit logs and revokes them within milliseconds."
 )]
 pub struct Cli {
+    /// Log lines as text, or as one JSON object each (timestamp, level,
+    /// target, fields, span, spans) for a log pipeline. `RUST_LOG` sets
+    /// what is logged.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +203,7 @@ impl Cli {
             } else {
                 "info,rdkafka=warn"
             },
+            self.log_format,
         );
         let result = match self.command {
             Command::Run {
@@ -270,12 +282,19 @@ impl Cli {
 /// and any command whose config does not load.
 pub const EX_CONFIG: u8 = 78;
 
-fn init_tracing(default: &str) {
+fn init_tracing(default: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 /// The demo's log file, unless `RUST_LOG` asks for logs on stderr: the
@@ -288,7 +307,7 @@ pub fn demo_log_file() -> Option<PathBuf> {
 }
 
 /// Logs at `info` into `path` (the demo's), else as [`init_tracing`].
-fn init_tracing_to(path: Option<&Path>, default: &str) {
+fn init_tracing_to(path: Option<&Path>, default: &str, format: LogFormat) {
     let file = path.and_then(|p| std::fs::File::create(p).ok());
     match file {
         Some(file) => tracing_subscriber::fmt()
@@ -296,7 +315,7 @@ fn init_tracing_to(path: Option<&Path>, default: &str) {
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(file))
             .init(),
-        None => init_tracing(default),
+        None => init_tracing(default, format),
     }
 }
 

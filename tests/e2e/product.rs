@@ -670,3 +670,59 @@ fn bench_topics() -> Vec<String> {
         .filter(|n| n.starts_with("bench-"))
         .collect()
 }
+
+/// `--log-format json`: each log line is one JSON object with the fields
+/// the README documents, for a log pipeline.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = support::temp_dir();
+    let path = dir.join("tokenwatch.toml");
+    // A ledger topic that does not exist: `run` warns, then stops.
+    std::fs::write(
+        &path,
+        format!(
+            "[ingest]\nbrokers = \"{}\"\ntopics = [\"{}\"]\n[revoker]\nledger_topic = \"{}\"\n[admin]\nenabled = false\n",
+            support::brokers(),
+            unique_name("json-log-events"),
+            unique_name("json-log-no-ledger")
+        ),
+    )
+    .unwrap();
+    let out = tokenwatch()
+        .args(["--log-format", "json", "run", "-c"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let logs: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let warning = logs
+        .iter()
+        .find(|l| l["level"] == "WARN")
+        .unwrap_or_else(|| panic!("no WARN line in\n{stderr}"));
+    assert_eq!(warning["target"], "tokenwatch::cli", "{warning}");
+    assert!(warning["timestamp"].as_str().is_some(), "{warning}");
+    assert_eq!(
+        warning["fields"]["message"], "Internal topic needs attention.",
+        "{warning}"
+    );
+    assert!(
+        warning["fields"]["topic"]
+            .as_str()
+            .is_some_and(|t| t.contains("json-log-no-ledger")),
+        "{warning}"
+    );
+    // Only the final error, for a person, is plain text.
+    assert!(
+        stderr
+            .lines()
+            .filter(|l| !l.starts_with('{'))
+            .all(|l| l.starts_with("error: ") || l.starts_with("  ") || l.is_empty()),
+        "{stderr}"
+    );
+}
