@@ -139,3 +139,53 @@ fn build_info_process_metrics_and_reload_times_are_there() {
     let at: f64 = policy.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(at > 1.7e9, "{policy}");
 }
+
+/// The shipped alert rules and Grafana dashboard name only metrics that
+/// `/metrics` serves (a renamed metric would silently blind them).
+#[test]
+fn shipped_rules_and_dashboard_name_real_metrics() {
+    let s = state(Arc::new(RevokerMetrics::for_issuers(&[])));
+    let text = render(&s);
+    // Family names as declared, then the sample names each one yields.
+    let mut served = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut parts = rest.split(' ');
+        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+        let suffixes: &[&str] = match kind {
+            "counter" => &["_total"],
+            "histogram" => &["_bucket", "_sum", "_count"],
+            "info" => &["_info"],
+            _ => &[""],
+        };
+        for suffix in suffixes {
+            served.insert(format!("{name}{suffix}"));
+        }
+    }
+    for (file, text) in [
+        (
+            "deploy/observability/tokenwatch-alerts.yaml",
+            include_str!("../../../deploy/observability/tokenwatch-alerts.yaml"),
+        ),
+        (
+            "deploy/observability/grafana-dashboard.json",
+            include_str!("../../../deploy/observability/grafana-dashboard.json"),
+        ),
+    ] {
+        let mut named = 0;
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            let ours = word.starts_with("tokenwatch_") || word.starts_with("process_");
+            // Rule names and prose mention the product, not metrics.
+            if ours && word.len() > "tokenwatch_".len() {
+                assert!(
+                    served.contains(word),
+                    "{file} names {word}, which /metrics does not serve"
+                );
+                named += 1;
+            }
+        }
+        assert!(named >= 8, "{file} names {named} metrics");
+    }
+}
