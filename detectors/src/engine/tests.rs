@@ -428,3 +428,44 @@ fn stolen_role_credentials_are_new_for_the_principal_though_the_key_is_new() {
     assert_eq!(inherited, 0);
     assert!(out.decisions.is_empty(), "{:?}", out.decisions);
 }
+
+/// What a token has learned survives the state changelog's codec: a day of
+/// calls from two places, with two clients and several actions, gives a
+/// state that decodes equal to itself.
+#[test]
+fn learned_state_survives_the_changelog_codec() {
+    let mut e = engine();
+    let mut events = Vec::new();
+    for minute in 0..24 * 60 {
+        let (ip, ua) = if minute % 3 == 0 {
+            ("175.16.199.7", "curl/8.5.0")
+        } else {
+            ("81.2.69.142", "Boto3/1.34 Python/3.12")
+        };
+        let mut ev = raw(T0_MS + minute * MIN_MS, "learned", ip);
+        ev.user_agent = Some(ua.into());
+        ev.action =
+            ["GET /v1/orders/{id}", "s3:GetObject", "POST /v1/orders"][minute as usize % 3].into();
+        ev.bytes_out = Some(1_000 + minute as u64);
+        ev.records_out = Some(1 + minute as u64 % 7);
+        events.push(ev);
+    }
+    for chunk in events.chunks(512) {
+        run(&mut e, chunk.to_vec());
+    }
+    let state = e.token_state("oauth", "learned").unwrap();
+    assert_eq!(state.events, 24 * 60);
+    let record = crate::state::codec::encode(state);
+    let back = crate::state::codec::decode(&record).unwrap();
+    assert_eq!(&back, state);
+    // It learned something worth keeping.
+    assert_ne!(back, TokenState::default());
+    assert!(
+        back.volume.describe()["baseline"]["samples"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{}",
+        back.volume.describe()
+    );
+}

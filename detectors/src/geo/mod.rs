@@ -488,5 +488,49 @@ impl Detector for GeoDetector {
     }
 }
 
+impl crate::state::codec::Codec for GeoState {
+    fn put(&self, w: &mut crate::state::codec::Writer) {
+        w.f32(self.lat);
+        w.f32(self.lon);
+        w.u32(self.ts_s);
+        w.u32(self.ip);
+        w.u32(self.asn);
+        w.u32(self.org);
+        w.u16(self.accuracy_km);
+        w.u16(self.country);
+        for c in self.countries {
+            w.u16(c);
+        }
+        w.u8(self.next_country);
+        w.u8(self.flags);
+        self.places.put(w);
+    }
+    fn get(
+        r: &mut crate::state::codec::Reader<'_>,
+    ) -> Result<Self, crate::state::codec::CodecError> {
+        use crate::state::codec::Codec;
+        Ok(GeoState {
+            lat: r.f32()?,
+            lon: r.f32()?,
+            ts_s: r.u32()?,
+            ip: r.u32()?,
+            asn: r.u32()?,
+            org: r.u32()?,
+            accuracy_km: r.u16()?,
+            country: r.u16()?,
+            countries: {
+                let mut c = [0; COUNTRIES];
+                for slot in &mut c {
+                    *slot = r.u16()?;
+                }
+                c
+            },
+            next_country: r.u8()?,
+            flags: r.u8()?,
+            places: Codec::get(r)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -131,6 +131,36 @@ impl Places {
     }
 }
 
+use crate::state::codec::{Codec, CodecError, Reader, Writer};
+
+impl Codec for Place {
+    fn put(&self, w: &mut Writer) {
+        w.i16(self.lat);
+        w.i16(self.lon);
+        w.u32(self.asn);
+        w.u16(self.seen_h);
+        w.u16(self.hours);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok(Place {
+            lat: r.i16()?,
+            lon: r.i16()?,
+            asn: r.u32()?,
+            seen_h: r.u16()?,
+            hours: r.u16()?,
+        })
+    }
+}
+
+impl Codec for Places {
+    fn put(&self, w: &mut Writer) {
+        self.0.put(w);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok(Places(Codec::get(r)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

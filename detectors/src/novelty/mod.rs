@@ -265,5 +265,42 @@ impl Detector for NoveltyDetector {
     }
 }
 
+impl<const N: usize> crate::state::codec::Codec for ItemSet<N> {
+    fn put(&self, w: &mut crate::state::codec::Writer) {
+        for (item, seen) in self.items.iter().zip(self.seen_h) {
+            w.u32(*item);
+            w.u16(seen);
+        }
+    }
+    fn get(
+        r: &mut crate::state::codec::Reader<'_>,
+    ) -> Result<Self, crate::state::codec::CodecError> {
+        let mut set = ItemSet::default();
+        for i in 0..N {
+            set.items[i] = r.u32()?;
+            set.seen_h[i] = r.u16()?;
+        }
+        Ok(set)
+    }
+}
+
+impl crate::state::codec::Codec for NoveltyState {
+    fn put(&self, w: &mut crate::state::codec::Writer) {
+        self.asns.put(w);
+        self.user_agents.put(w);
+        self.action_classes.put(w);
+    }
+    fn get(
+        r: &mut crate::state::codec::Reader<'_>,
+    ) -> Result<Self, crate::state::codec::CodecError> {
+        use crate::state::codec::Codec;
+        Ok(NoveltyState {
+            asns: Codec::get(r)?,
+            user_agents: Codec::get(r)?,
+            action_classes: Codec::get(r)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,13 @@
 //! purge is a sweep: an ordered index would cost more than the 256 bytes a
 //! token may use in total. At the cap, a new token evicts the idlest of a
 //! few sampled tokens (Redis's approximated LRU).
+//!
+//! - [`window`]: the sliding window and baseline of the volume detector.
+//! - [`principals`]: what a principal's tokens have in common.
+//! - [`codec`]: the versioned binary form of a [`TokenState`], for the
+//!   state changelog.
 
+pub mod codec;
 pub mod principals;
 pub mod window;
 

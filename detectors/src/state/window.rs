@@ -130,6 +130,53 @@ impl Baseline {
     }
 }
 
+use super::codec::{Codec, CodecError, Reader, Writer};
+
+impl Codec for Bucket {
+    fn put(&self, w: &mut Writer) {
+        w.u32(self.requests);
+        w.u32(self.kib);
+        w.u32(self.records);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok(Bucket {
+            requests: r.u32()?,
+            kib: r.u32()?,
+            records: r.u32()?,
+        })
+    }
+}
+
+impl Codec for Window {
+    fn put(&self, w: &mut Writer) {
+        w.u32(self.head);
+        self.ring.put(w);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok(Window {
+            head: r.u32()?,
+            ring: Codec::get(r)?,
+        })
+    }
+}
+
+impl Codec for Baseline {
+    fn put(&self, w: &mut Writer) {
+        w.f32(self.requests);
+        w.f32(self.kib);
+        w.f32(self.records);
+        w.u16(self.samples);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok(Baseline {
+            requests: r.f32()?,
+            kib: r.f32()?,
+            records: r.f32()?,
+            samples: r.u16()?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -339,5 +339,25 @@ impl Detector for VolumeDetector {
     }
 }
 
+impl crate::state::codec::Codec for VolumeState {
+    fn put(&self, w: &mut crate::state::codec::Writer) {
+        self.window.put(w);
+        self.baseline.put(w);
+        w.u16(self.peak_tenths);
+        w.u16(self.episode_tenths);
+    }
+    fn get(
+        r: &mut crate::state::codec::Reader<'_>,
+    ) -> Result<Self, crate::state::codec::CodecError> {
+        use crate::state::codec::Codec;
+        Ok(VolumeState {
+            window: Codec::get(r)?,
+            baseline: Codec::get(r)?,
+            peak_tenths: r.u16()?,
+            episode_tenths: r.u16()?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests;
