@@ -30,6 +30,9 @@ pub struct Config {
     /// Creating and checking tokenwatch's internal topics.
     #[serde(default)]
     pub topics: crate::topics::TopicsConfig,
+    /// Budgets whose excess raises `detector_degraded`.
+    #[serde(default)]
+    pub health: crate::pipeline::health::HealthConfig,
     /// The file this config was loaded from, if any: a reload (SIGHUP)
     /// reads it again for the policy rules.
     #[serde(skip)]
@@ -134,6 +137,7 @@ impl Config {
         problems.extend(self.revoker.validate());
         problems.extend(self.admin.validate());
         problems.extend(self.topics.validate());
+        problems.extend(self.health.validate());
         if self.revoker.ledger_topic == self.ingest.dead_letter_topic
             || self.ingest.topics.contains(&self.revoker.ledger_topic)
         {
@@ -315,6 +319,10 @@ mod tests {
         assert_eq!(config.revoker, revoker::RevokerConfig::default());
         assert_eq!(config.admin, crate::admin::AdminConfig::default());
         assert_eq!(config.topics, crate::topics::TopicsConfig::default());
+        assert_eq!(
+            config.health,
+            crate::pipeline::health::HealthConfig::default()
+        );
     }
 
     #[test]

@@ -62,13 +62,30 @@ impl ClientContext for IngestContext {
             .topics
             .values()
             .flat_map(|t| t.partitions.values())
-            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-            .map(|p| p.consumer_lag)
+            .filter_map(partition_lag)
             .sum();
         self.metrics
             .consumer_lag
             .store(lag, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// Records of an assigned partition not yet acknowledged: from the last
+/// stored (or committed) offset, else from the start of the log, to its
+/// end. librdkafka's own `consumer_lag` is unknown (-1) until the group's
+/// first commit, so a new group facing a backlog showed no lag at all.
+fn partition_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
+    // Only the partitions assigned here, once their end is known.
+    if p.partition < 0 || !p.desired || p.hi_offset < 0 {
+        return None;
+    }
+    // Invalid offsets are negative (-1001): the largest valid one wins.
+    let done = p
+        .stored_offset
+        .max(p.committed_offset)
+        .max(p.lo_offset)
+        .max(0);
+    Some((p.hi_offset - done).max(0))
 }
 
 impl ConsumerContext for IngestContext {

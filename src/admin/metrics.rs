@@ -360,6 +360,17 @@ fn detection(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
             .iter()
             .map(|r| ([("rule", r.name.as_str())], r.errors)),
     )?;
+    let mut degraded = enc.encode_descriptor(
+        "tokenwatch_detector_degraded",
+        "1 while a health budget ([health]) is exceeded, by reason; detector_degraded and detector_recovered alerts mark the changes.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for reason in crate::pipeline::health::Reason::ALL {
+        let over = s.flow.degraded[reason as usize].load(Relaxed);
+        ConstGauge::new(i64::from(over))
+            .encode(degraded.encode_family(&[("reason", Escaped(reason.name()))])?)?;
+    }
     let mut reloads = enc.encode_descriptor(
         "tokenwatch_last_reload_timestamp_seconds",
         "When each kind of reload (policy rules, GeoIP databases, metadata file) last succeeded, Unix time; 0 if never.",

@@ -96,6 +96,7 @@ fn demo_config(
         revoker,
         admin,
         topics: Default::default(),
+        health: Default::default(),
         source: None,
     })
 }

@@ -12,6 +12,7 @@
 //! revoke decisions are recorded in the ledger.
 
 mod detect;
+pub mod health;
 mod stats;
 
 use std::future::Future;
@@ -86,6 +87,12 @@ pub async fn run(
         }));
     }
     helpers.push(tokio::spawn(detect::reload_on_sighup(control_tx.clone())));
+    helpers.push(tokio::spawn(health::monitor(
+        config.health.clone(),
+        metrics.clone(),
+        stats.clone(),
+        commands.clone(),
+    )));
     if config.admin.enabled {
         let state = crate::admin::AdminState {
             flow: stats.clone(),

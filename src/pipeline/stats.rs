@@ -38,6 +38,9 @@ pub struct FlowStats {
     /// When each kind of reload last succeeded, Unix seconds (0: never),
     /// by [`Reloaded`] order.
     pub last_reload_s: [std::sync::atomic::AtomicI64; 3],
+    /// Whether each health budget is exceeded now, by
+    /// [`health::Reason`](super::health::Reason) order.
+    pub degraded: [std::sync::atomic::AtomicBool; 2],
 }
 
 /// What a successful reload put in force.
@@ -84,6 +87,7 @@ impl Default for FlowStats {
             file_checks: Default::default(),
             metadata_ready: tokio::sync::watch::Sender::new(true),
             last_reload_s: Default::default(),
+            degraded: Default::default(),
         }
     }
 }

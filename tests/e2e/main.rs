@@ -9,6 +9,7 @@ mod cloudtrail;
 mod crash;
 mod detect_pipeline;
 mod geography;
+mod health;
 mod ingest_kafka;
 mod kafka_security;
 mod ledger;

@@ -440,6 +440,7 @@ fn replay_is_deterministic() {
         revoker: Default::default(),
         admin: Default::default(),
         topics: Default::default(),
+        health: Default::default(),
         source: None,
     };
     let config_path = temp("replay.toml");

@@ -1,0 +1,278 @@
+//! Detector health is a security signal: consumer lag and the dead-letter
+//! rate have budgets. Going over one raises a `detector_degraded` system
+//! alert (webhook, log, `tokenwatch_detector_degraded{reason}`); coming back
+//! under all of them raises `detector_recovered`. A flood of input or a
+//! broken producer must not blind tokenwatch quietly.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use ingest::IngestMetrics;
+use revoker::Command;
+use schemas::SystemAlert;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::FlowStats;
+
+/// `[health]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Records behind the end of the assigned partitions (librdkafka's
+    /// statistics, every `statistics.interval.ms`); `0` turns it off.
+    #[serde(default = "default_max_consumer_lag")]
+    pub max_consumer_lag: u64,
+    /// Dead-lettered records per second over one check; `0` turns it off.
+    #[serde(default = "default_max_dead_letters_per_s")]
+    pub max_dead_letters_per_s: f64,
+    /// How often the budgets are checked.
+    #[serde(default = "default_check_interval", with = "humantime_serde")]
+    pub check_interval: Duration,
+}
+
+fn default_max_consumer_lag() -> u64 {
+    100_000
+}
+
+fn default_max_dead_letters_per_s() -> f64 {
+    10.0
+}
+
+fn default_check_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            max_consumer_lag: default_max_consumer_lag(),
+            max_dead_letters_per_s: default_max_dead_letters_per_s(),
+            check_interval: default_check_interval(),
+        }
+    }
+}
+
+impl HealthConfig {
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(self.max_dead_letters_per_s >= 0.0 && self.max_dead_letters_per_s.is_finite()) {
+            problems.push("health.max_dead_letters_per_s: must be 0 (off) or positive".into());
+        }
+        if self.check_interval < Duration::from_millis(100) {
+            problems.push("health.check_interval: at least 100ms".into());
+        }
+        problems
+    }
+}
+
+/// A budget that can be exceeded; the `reason` label of
+/// `tokenwatch_detector_degraded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reason {
+    ConsumerLag = 0,
+    DeadLetters = 1,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 2] = [Reason::ConsumerLag, Reason::DeadLetters];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::ConsumerLag => "consumer_lag",
+            Reason::DeadLetters => "dead_letters",
+        }
+    }
+}
+
+/// A change of health worth an alert.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Over one more budget; every budget now exceeded, said in words.
+    Degraded(Vec<(Reason, String)>),
+    /// Under every budget again.
+    Recovered,
+}
+
+/// The budgets' state between checks; time is given, never read.
+#[derive(Debug, Default)]
+pub struct Health {
+    over: Vec<Reason>,
+    last: Option<(i64, u64)>,
+}
+
+impl Health {
+    /// Checks the figures at `now_ms`: the consumer lag and the total of
+    /// dead-lettered records so far.
+    pub fn check(
+        &mut self,
+        config: &HealthConfig,
+        now_ms: i64,
+        lag: i64,
+        dead_lettered: u64,
+    ) -> Option<Change> {
+        let mut over = Vec::new();
+        if config.max_consumer_lag > 0 && lag > config.max_consumer_lag as i64 {
+            over.push((
+                Reason::ConsumerLag,
+                format!(
+                    "consumer lag {lag} records, over the budget of {}",
+                    config.max_consumer_lag
+                ),
+            ));
+        }
+        if let Some((at, before)) = self.last
+            && now_ms > at
+            && config.max_dead_letters_per_s > 0.0
+        {
+            let rate = dead_lettered.saturating_sub(before) as f64 * 1000.0 / (now_ms - at) as f64;
+            if rate > config.max_dead_letters_per_s {
+                over.push((
+                    Reason::DeadLetters,
+                    format!(
+                        "{rate:.1} records dead-lettered a second, over the budget of {}",
+                        config.max_dead_letters_per_s
+                    ),
+                ));
+            }
+        }
+        self.last = Some((now_ms, dead_lettered));
+        let reasons: Vec<Reason> = over.iter().map(|(r, _)| *r).collect();
+        let grew = reasons.iter().any(|r| !self.over.contains(r));
+        let was_over = !self.over.is_empty();
+        self.over = reasons;
+        if grew {
+            Some(Change::Degraded(over))
+        } else if was_over && self.over.is_empty() {
+            Some(Change::Recovered)
+        } else {
+            None
+        }
+    }
+
+    pub fn is_over(&self, reason: Reason) -> bool {
+        self.over.contains(&reason)
+    }
+}
+
+/// Checks the budgets every `check_interval` until aborted, sending each
+/// change to the revoker as a system alert.
+pub async fn monitor(
+    config: HealthConfig,
+    metrics: Arc<IngestMetrics>,
+    stats: Arc<FlowStats>,
+    revoker: mpsc::Sender<Command>,
+) {
+    let mut ticker = tokio::time::interval(config.check_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut health = Health::default();
+    loop {
+        ticker.tick().await;
+        let now_ms = super::stats::now_us() / 1000;
+        let change = health.check(
+            &config,
+            now_ms,
+            metrics.consumer_lag.load(Relaxed),
+            metrics.dead_lettered_total(),
+        );
+        for reason in Reason::ALL {
+            stats.degraded[reason as usize].store(health.is_over(reason), Relaxed);
+        }
+        let Some(change) = change else { continue };
+        let alert = match change {
+            Change::Degraded(over) => {
+                let message = over
+                    .iter()
+                    .map(|(_, why)| why.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                tracing::warn!(%message, "Detector degraded: detection may run late or miss records.");
+                SystemAlert {
+                    kind: "detector_degraded",
+                    message: format!("detection is degraded: {message}"),
+                    issuer: None,
+                    ts_ms: now_ms,
+                }
+            }
+            Change::Recovered => {
+                tracing::info!("Detector recovered: every health budget is met again.");
+                SystemAlert {
+                    kind: "detector_recovered",
+                    message: "detection is within every health budget again".into(),
+                    issuer: None,
+                    ts_ms: now_ms,
+                }
+            }
+        };
+        let (handed, _) = oneshot::channel();
+        let command = Command::Decisions {
+            decisions: Vec::new(),
+            alerts: vec![alert],
+            handed,
+        };
+        if revoker.send(command).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> HealthConfig {
+        HealthConfig {
+            max_consumer_lag: 1000,
+            max_dead_letters_per_s: 5.0,
+            check_interval: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn lag_over_its_budget_degrades_once_and_recovers_once() {
+        let (c, mut h) = (config(), Health::default());
+        assert_eq!(h.check(&c, 0, 10, 0), None);
+        let Some(Change::Degraded(over)) = h.check(&c, 1000, 5000, 0) else {
+            panic!("degraded expected")
+        };
+        assert_eq!(over[0].0, Reason::ConsumerLag);
+        assert!(over[0].1.contains("5000"), "{over:?}");
+        // Still over: no repeat.
+        assert_eq!(h.check(&c, 2000, 4000, 0), None);
+        assert!(h.is_over(Reason::ConsumerLag));
+        assert_eq!(h.check(&c, 3000, 999, 0), Some(Change::Recovered));
+        assert_eq!(h.check(&c, 4000, 0, 0), None);
+    }
+
+    #[test]
+    fn the_dead_letter_rate_is_measured_between_checks() {
+        let (c, mut h) = (config(), Health::default());
+        // The first check only sets the mark, however many came before.
+        assert_eq!(h.check(&c, 0, 0, 1_000_000), None);
+        // 4/s is under 5/s; 20 in 2 s is 10/s, over.
+        assert_eq!(h.check(&c, 1000, 0, 1_000_004), None);
+        let Some(Change::Degraded(over)) = h.check(&c, 3000, 0, 1_000_024) else {
+            panic!("degraded expected")
+        };
+        assert_eq!(over[0].0, Reason::DeadLetters);
+        // Lag going over as well is one more degraded alert, naming both.
+        let Some(Change::Degraded(over)) = h.check(&c, 4000, 2000, 1_000_040) else {
+            panic!("degraded expected")
+        };
+        assert_eq!(over.len(), 2);
+        assert_eq!(h.check(&c, 5000, 0, 1_000_040), Some(Change::Recovered));
+    }
+
+    #[test]
+    fn zero_turns_a_budget_off() {
+        let c = HealthConfig {
+            max_consumer_lag: 0,
+            max_dead_letters_per_s: 0.0,
+            ..config()
+        };
+        let mut h = Health::default();
+        assert_eq!(h.check(&c, 0, 1 << 40, 0), None);
+        assert_eq!(h.check(&c, 1000, 1 << 40, 1 << 30), None);
+    }
+}
