@@ -187,12 +187,7 @@ async fn the_canary_secret_is_found_nowhere_but_at_the_issuer() {
         answers[1].contains(&fp),
         "the denylist names the token by fingerprint"
     );
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(child.wait().unwrap().success());
+    assert!(support::terminate(&mut child).success());
 
     // The issuer, which revokes by it, got it: the path was exercised.
     let sent = issuer.requests();

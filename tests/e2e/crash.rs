@@ -2,7 +2,7 @@
 //! while it consumes, then stopped with SIGTERM. Every event ends up
 //! committed, no token is revoked twice, and SIGTERM exits 0.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use revoker::IssuerConfig;
@@ -111,13 +111,7 @@ async fn killed_repeatedly_it_still_processes_everything_and_revokes_once() {
         },
     )
     .await;
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = support::terminate(&mut child);
     assert!(exit.success(), "SIGTERM ends with exit 0, got {exit:?}");
 
     let calls = support::revoked_tokens(&issuer);

@@ -2,7 +2,7 @@
 //! over the broker's SASL_SSL listener (SCRAM-SHA-512, a CA of its own, the
 //! password from the environment), and a zstd-compressed topic.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -68,6 +68,17 @@ async fn config_for(
     std::fs::write(&path, metadata).unwrap();
     config.detectors.metadata_file = Some(path);
     config
+}
+
+/// Waits for the first revocation, then checks it was `token`'s alone.
+async fn revoked_alone(issuer: &TestServer, token: &str) {
+    until(
+        "the stolen token's revocation",
+        Duration::from_secs(30),
+        || !support::revoked_tokens(issuer).is_empty(),
+    )
+    .await;
+    assert_eq!(support::revoked_tokens(issuer), vec![token.to_string()]);
 }
 
 async fn produce_with(topic: &str, properties: &[(&str, &str)], records: &[(String, Vec<u8>)]) {
@@ -158,16 +169,7 @@ async fn run_over_sasl_ssl_with_scram_sha_512() {
         },
     )
     .await;
-    until(
-        "the stolen token's revocation",
-        Duration::from_secs(30),
-        || !support::revoked_tokens(&issuer).is_empty(),
-    )
-    .await;
-    assert_eq!(
-        support::revoked_tokens(&issuer),
-        vec!["sasl-stolen".to_string()]
-    );
+    revoked_alone(&issuer, "sasl-stolen").await;
     // The bad record reached the dead-letter topic through the same listener.
     let dead =
         support::read_records(&config.ingest.dead_letter_topic, 1, Duration::from_secs(30)).await;
@@ -178,13 +180,7 @@ async fn run_over_sasl_ssl_with_scram_sha_512() {
         dead[0].headers
     );
 
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = support::terminate(&mut child);
     assert!(exit.success(), "SIGTERM ends with exit 0, got {exit:?}");
     let log = std::fs::read_to_string(path.with_file_name("sasl.log")).unwrap();
     assert!(
@@ -216,17 +212,8 @@ async fn a_zstd_compressed_topic_is_read() {
         || run.stats.engine_stats().events as usize >= input.len(),
     )
     .await;
-    until(
-        "the stolen token's revocation",
-        Duration::from_secs(30),
-        || !support::revoked_tokens(&issuer).is_empty(),
-    )
-    .await;
+    revoked_alone(&issuer, "zstd-stolen").await;
     assert_eq!(run.stats.engine_stats().events as usize, input.len());
-    assert_eq!(
-        support::revoked_tokens(&issuer),
-        vec!["zstd-stolen".to_string()]
-    );
     let dead: u64 = run
         .metrics
         .dead_lettered

@@ -145,18 +145,7 @@ async fn a_ledger_that_stays_down_stops_run_without_committing_the_batch() {
 
 #[test]
 fn run_refuses_to_start_without_the_ledger_topic() {
-    let dir = support::temp_dir();
-    let path = dir.join("tokenwatch.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[ingest]\nbrokers = \"{}\"\ntopics = [\"{}\"]\n[revoker]\nledger_topic = \"{}\"\n[admin]\nenabled = false\n",
-            support::brokers(),
-            unique_name("no-ledger-events"),
-            unique_name("no-such-ledger")
-        ),
-    )
-    .unwrap();
+    let path = support::config_without_ledger("no-such-ledger");
     let out = support::tokenwatch()
         .args(["run", "-c"])
         .arg(&path)

@@ -676,19 +676,8 @@ fn bench_topics() -> Vec<String> {
 /// the README documents, for a log pipeline.
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let dir = support::temp_dir();
-    let path = dir.join("tokenwatch.toml");
     // A ledger topic that does not exist: `run` warns, then stops.
-    std::fs::write(
-        &path,
-        format!(
-            "[ingest]\nbrokers = \"{}\"\ntopics = [\"{}\"]\n[revoker]\nledger_topic = \"{}\"\n[admin]\nenabled = false\n",
-            support::brokers(),
-            unique_name("json-log-events"),
-            unique_name("json-log-no-ledger")
-        ),
-    )
-    .unwrap();
+    let path = support::config_without_ledger("json-log-no-ledger");
     let out = tokenwatch()
         .args(["--log-format", "json", "run", "-c"])
         .arg(&path)

@@ -4,7 +4,7 @@
 //! `tokenwatch revoke` runs beside them race for the same tokens on the real
 //! broker. Each token reaches its issuer exactly once.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use revoker::IssuerConfig;
@@ -29,13 +29,7 @@ fn spawn_run(config: &std::path::Path, name: &str) -> Child {
 }
 
 fn stop(mut child: Child) {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = support::terminate(&mut child);
     assert!(exit.success(), "SIGTERM ends with exit 0, got {exit:?}");
 }
 

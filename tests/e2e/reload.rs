@@ -202,12 +202,7 @@ async fn sighup_reloads_rules_and_a_bad_set_keeps_the_old_one() {
     .expect("last reload time");
     assert!((now - 120.0..=now + 1.0).contains(&at), "{at} vs {now}");
 
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(child.0.wait().unwrap().success(), "{}", log_text());
+    assert!(support::terminate(&mut child.0).success(), "{}", log_text());
 }
 
 /// Issue 11, section 8: GeoIP databases and the metadata file reload in the
@@ -375,11 +370,6 @@ async fn geoip_and_metadata_files_reload_live_and_a_bad_file_keeps_the_old_one()
         "the GB call after the bad GeoIP file still got a country"
     );
 
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
     let mut child = child;
-    assert!(child.0.wait().unwrap().success());
+    assert!(support::terminate(&mut child.0).success());
 }

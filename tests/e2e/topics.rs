@@ -1,7 +1,7 @@
 //! Issue 13, section 1: tokenwatch creates its internal topics, as Kafka
 //! Streams does, and checks the configs of existing ones.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::{self, create_topic, unique_name};
@@ -92,13 +92,7 @@ async fn run_on_a_fresh_broker_creates_its_internal_topics() {
     // It runs on them.
     let running = child.try_wait().unwrap();
     assert!(running.is_none(), "run stopped: {running:?}");
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(child.wait().unwrap().success());
+    assert!(support::terminate(&mut child).success());
 
     // `topics check` now finds every one as it should be.
     let out = support::tokenwatch()

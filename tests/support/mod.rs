@@ -356,6 +356,33 @@ pub fn temp(name: &str) -> std::path::PathBuf {
     temp_dir().join(name)
 }
 
+/// Sends SIGTERM to a `tokenwatch` process and waits for it to end.
+pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM failed");
+    child.wait().unwrap()
+}
+
+/// A config whose ledger topic (named from `ledger`) does not exist: `run`
+/// warns about it, then refuses to start.
+pub fn config_without_ledger(ledger: &str) -> std::path::PathBuf {
+    let path = temp_dir().join("tokenwatch.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[ingest]\nbrokers = \"{}\"\ntopics = [\"{}\"]\n[revoker]\nledger_topic = \"{}\"\n[admin]\nenabled = false\n",
+            brokers(),
+            unique_name("no-ledger-events"),
+            unique_name(ledger)
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// The `tokenwatch` binary under test.
 pub fn tokenwatch() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_tokenwatch"))

@@ -77,23 +77,26 @@ pub fn action_class(action: &str) -> Cow<'_, str> {
         && path.starts_with('/')
     {
         let path = path.split(['?', '#']).next().unwrap_or("");
-        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).take(2).collect();
-        let kept = segments.iter().map(|s| s.len() + 1).sum::<usize>();
+        // The first two segments, without a per-event allocation.
+        let mut nonempty = path.split('/').filter(|s| !s.is_empty());
+        let first_two = [nonempty.next(), nonempty.next()];
+        let segments = first_two.iter().flatten().copied();
+        let kept = segments.clone().map(|s| s.len() + 1).sum::<usize>();
         // The class is `method /a/b` itself when no segment is an id and
         // none was separated by an empty one (`//`).
-        if !segments.iter().any(|s| is_id(s))
+        if !segments.clone().any(is_id)
             && path
                 .get(..kept)
-                .is_some_and(|p| p.split('/').skip(1).eq(segments.iter().copied()))
+                .is_some_and(|p| p.split('/').skip(1).eq(segments.clone()))
         {
             return Cow::Borrowed(&action[..method.len() + 1 + kept.max(1)]);
         }
         let mut class = format!("{method} ");
-        for s in &segments {
+        for s in segments {
             class.push('/');
             class.push_str(if is_id(s) { "{id}" } else { s });
         }
-        if segments.is_empty() {
+        if first_two[0].is_none() {
             class.push('/');
         }
         return Cow::Owned(class);
