@@ -19,11 +19,14 @@
 //! - [`decision`]: risk combination, thresholds, modes, allowlists,
 //!   deduplication and the revocation budget → [`schemas::Decision`].
 //! - [`engine`]: [`Engine`], which ties them together for one shard.
+//! - [`changelog`]: the state changelog's records ([`changelog::Entry`])
+//!   and the tokens changed since the last checkpoint.
 //! - [`stage`]: [`DetectStage`], the engine split into shards by token on
 //!   threads of their own, with acknowledgements that travel with the
 //!   decisions ([`stage::Finalizer`]).
 
 pub mod binding;
+pub mod changelog;
 pub mod config;
 pub mod decision;
 pub mod detector;

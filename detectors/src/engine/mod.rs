@@ -8,6 +8,7 @@ use datafusion::arrow::array::{Array, BooleanArray};
 use schemas::{Event, Origin, TokenMetadata};
 
 use crate::binding::BindingDetector;
+use crate::changelog::Dirty;
 use crate::config::DetectorsConfig;
 use crate::decision::{Decider, DecisionConfig, DecisionOutput, DecisionStats};
 use crate::detector::{Detector, Observation};
@@ -50,6 +51,9 @@ pub struct EngineStats {
     pub principals: StoreStats,
     /// New tokens started from their principal's learned context.
     pub inherited_tokens: u64,
+    /// Events read again after a failover that their token's state had
+    /// already applied (not counted twice).
+    pub redelivered_events: u64,
     pub decision: DecisionStats,
     pub geoip_lookups: u64,
     pub geoip_cache_hits: u64,
@@ -105,6 +109,7 @@ impl EngineStats {
             mine.expired += theirs.expired;
         }
         self.inherited_tokens += other.inherited_tokens;
+        self.redelivered_events += other.redelivered_events;
         let (d, o) = (&mut self.decision, &other.decision);
         for (mine, theirs) in d.findings.iter_mut().zip(o.findings) {
             *mine += theirs;
@@ -161,6 +166,13 @@ pub struct Engine {
     future_events: u64,
     /// New tokens started from their principal's context.
     inherited: u64,
+    /// Tokens changed since their last checkpoint, when the state
+    /// changelog is on ([`with_changelog`](Self::with_changelog)).
+    dirty: Option<Dirty>,
+    /// Events already applied to their token's state, read again.
+    redelivered: u64,
+    /// The last topic seen and its tag.
+    topic_tag: Option<(Arc<str>, u16)>,
     nanos: StageNanos,
 }
 
@@ -242,6 +254,9 @@ impl Engine {
             late_events: 0,
             future_events: 0,
             inherited: 0,
+            dirty: None,
+            redelivered: 0,
+            topic_tag: None,
             nanos: StageNanos::default(),
         }
     }
@@ -287,6 +302,7 @@ impl Engine {
                 shard.metadata = Arc::clone(&self.metadata);
                 shard.live_metadata = self.live_metadata.clone();
                 shard.decider = self.decider.replica();
+                shard.dirty = self.dirty.as_ref().map(|_| Dirty::default());
                 let policy = PolicySet::compile(&rules, &shard.anonymous)
                     .expect("rules in force compile again");
                 shard.install_policy(policy);
@@ -343,7 +359,24 @@ impl Engine {
             } else {
                 ts_s
             };
+            let position = changelog::position_of(&mut self.topic_tag, origin);
             let (state, previous) = self.store.touch(key, clock_s);
+            if let Some(dirty) = &mut self.dirty {
+                // Read again after a failover or restart: already in the
+                // (restored) state, and its decisions already recorded.
+                if previous.is_some() && state.position.covers(&position) {
+                    state.events = state.events.saturating_sub(1);
+                    self.redelivered += 1;
+                    continue;
+                }
+                state.position = position;
+                dirty.mark(
+                    key,
+                    &event.issuer,
+                    &event.token_id,
+                    event.principal.as_deref(),
+                );
+            }
             if previous.is_none()
                 && let Some(principal) = event.principal.as_deref()
                 && self.principals.inherit(&event.issuer, principal, state)
@@ -555,6 +588,7 @@ impl Engine {
             store: self.store.stats(),
             principals: self.principals.stats(),
             inherited_tokens: self.inherited,
+            redelivered_events: self.redelivered,
             decision: self.decider.stats().clone(),
             geoip_lookups: self.geoip.as_ref().map_or(0, |g| g.lookups),
             geoip_cache_hits: self.geoip.as_ref().map_or(0, |g| g.cache_hits),
@@ -589,6 +623,7 @@ fn ts_secs(ts_ms: i64) -> u32 {
     (ts_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32
 }
 
+mod changelog;
 mod geoip;
 pub use geoip::GeoIpReloadJob;
 

@@ -432,9 +432,22 @@ fn stolen_role_credentials_are_new_for_the_principal_though_the_key_is_new() {
 /// What a token has learned survives the state changelog's codec: a day of
 /// calls from two places, with two clients and several actions, gives a
 /// state that decodes equal to itself.
+/// Runs `events` read from partition 3 of "api-calls" at `offsets`.
+fn run_at(engine: &mut Engine, mut events: Vec<Event>, first_offset: i64) -> DecisionOutput {
+    let origins: Vec<Origin> = (0..events.len() as i64)
+        .map(|i| Origin {
+            topic: "api-calls".into(),
+            partition: 3,
+            offset: first_offset + i,
+            kafka_ts_ms: None,
+        })
+        .collect();
+    engine.process(&mut events, &origins)
+}
+
 #[test]
-fn learned_state_survives_the_changelog_codec() {
-    let mut e = engine();
+fn learned_state_survives_the_changelog_and_a_redelivery_counts_once() {
+    let mut e = engine().with_changelog();
     let mut events = Vec::new();
     for minute in 0..24 * 60 {
         let (ip, ua) = if minute % 3 == 0 {
@@ -444,28 +457,82 @@ fn learned_state_survives_the_changelog_codec() {
         };
         let mut ev = raw(T0_MS + minute * MIN_MS, "learned", ip);
         ev.user_agent = Some(ua.into());
+        ev.principal = Some("role/etl".into());
         ev.action =
             ["GET /v1/orders/{id}", "s3:GetObject", "POST /v1/orders"][minute as usize % 3].into();
         ev.bytes_out = Some(1_000 + minute as u64);
         ev.records_out = Some(1 + minute as u64 % 7);
         events.push(ev);
     }
-    for chunk in events.chunks(512) {
-        run(&mut e, chunk.to_vec());
+    for (i, chunk) in events.chunks(512).enumerate() {
+        run_at(&mut e, chunk.to_vec(), i as i64 * 512);
     }
-    let state = e.token_state("oauth", "learned").unwrap();
+    let state = e.token_state("oauth", "learned").unwrap().clone();
     assert_eq!(state.events, 24 * 60);
-    let record = crate::state::codec::encode(state);
-    let back = crate::state::codec::decode(&record).unwrap();
-    assert_eq!(&back, state);
+    assert_eq!(e.dirty_tokens(), 1);
+
+    // Checkpointed, written and read back as a changelog record.
+    let entries = e.checkpoint();
+    assert_eq!((entries.len(), e.dirty_tokens()), (1, 0));
+    let entry = &entries[0];
+    assert_eq!((entry.key().as_str(), entry.partition()), ("oauth/learned", 3));
+    let back = crate::changelog::Entry::decode(entry.key().as_bytes(), &entry.value()).unwrap();
+    assert_eq!(back.state, state);
+    assert_eq!(back.principal.as_deref(), Some("role/etl"));
     // It learned something worth keeping.
-    assert_ne!(back, TokenState::default());
     assert!(
-        back.volume.describe()["baseline"]["samples"]
+        back.state.volume.describe()["baseline"]["samples"]
             .as_u64()
             .unwrap()
             > 0,
         "{}",
-        back.volume.describe()
+        back.state.volume.describe()
     );
+
+    // Another instance restores it, then reads the last chunk again (its
+    // offsets were not committed) and one new event.
+    let mut other = engine().with_changelog();
+    assert_eq!(other.restore(vec![back]), 1);
+    assert_eq!(other.token_state("oauth", "learned"), Some(&state));
+    assert_eq!(
+        other.stats().principals.tokens,
+        1,
+        "the principal's context is rebuilt from its restored token"
+    );
+    let last = events.len() - events.len() % 512;
+    run_at(&mut other, events[last..].to_vec(), last as i64);
+    assert_eq!(
+        other.token_state("oauth", "learned"),
+        Some(&state),
+        "a redelivered event is not applied twice"
+    );
+    assert_eq!(
+        other.stats().redelivered_events,
+        (events.len() - last) as u64
+    );
+    assert_eq!(other.dirty_tokens(), 0, "nothing changed");
+    let mut next = events[events.len() - 1].clone();
+    next.ts_ms += MIN_MS;
+    run_at(&mut other, vec![next], events.len() as i64);
+    assert_eq!(
+        other.token_state("oauth", "learned").unwrap().events,
+        24 * 60 + 1
+    );
+    assert_eq!(other.dirty_tokens(), 1);
+
+    // The partition moves on: its tokens are forgotten here.
+    let moved = [(crate::state::topic_tag("api-calls"), 3)];
+    assert_eq!(other.forget_partitions(&moved[..1]), 1);
+    assert_eq!(other.token_state("oauth", "learned"), None);
+    assert_eq!(other.dirty_tokens(), 0);
+}
+
+#[test]
+fn without_the_changelog_offsets_are_not_compared() {
+    // Replays and tests number each file's or batch's records from 0.
+    let mut e = engine();
+    run(&mut e, vec![raw(T0_MS, "t", "81.2.69.142")]);
+    run(&mut e, vec![raw(T0_MS + MIN_MS, "t", "81.2.69.142")]);
+    assert_eq!(e.token_state("oauth", "t").unwrap().events, 2);
+    assert_eq!(e.stats().redelivered_events, 0);
 }

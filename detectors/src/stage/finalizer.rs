@@ -56,6 +56,15 @@ impl Finalizer {
         }
     }
 
+    /// One finalizer for all of `parts`: when it is done, they are; if it
+    /// is dropped, they are too (never acknowledged).
+    pub fn join(parts: Vec<Finalizer>) -> Self {
+        if parts.iter().all(|p| p.inner.is_none()) {
+            return Finalizer::none();
+        }
+        Finalizer::new(move || parts.into_iter().for_each(Finalizer::done))
+    }
+
     /// This part is done.
     pub fn done(mut self) {
         self.inner = None;
@@ -102,6 +111,22 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 0, "part a is still out");
         a.done();
         assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_join_is_done_when_it_is_and_fails_when_dropped() {
+        let (f, runs) = counted();
+        let (g, runs_g) = counted();
+        let joined = Finalizer::join(vec![f, g, Finalizer::none()]);
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        joined.done();
+        assert_eq!(
+            (runs.load(Ordering::SeqCst), runs_g.load(Ordering::SeqCst)),
+            (1, 1)
+        );
+        let (f, runs) = counted();
+        drop(Finalizer::join(vec![f]));
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
     }
 
     #[test]

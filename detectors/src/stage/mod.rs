@@ -23,6 +23,7 @@
 //! recorded; a part with neither is done at once.
 
 mod finalizer;
+mod owned;
 mod routes;
 #[cfg(test)]
 mod tests;
@@ -33,8 +34,11 @@ use schemas::{Decision, Event, EventBatch, Origin, Secret, SystemAlert, TokenMet
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::finalizer::Finalizer;
+use self::owned::Owned;
 pub use self::routes::{Routes, shard_of};
+use crate::changelog::Entry;
 use crate::engine::{Engine, EngineStats};
+use crate::state::PartitionId;
 use crate::geoip::GeoIp;
 use crate::metadata::MetadataStore;
 use crate::policy::RuleConfig;
@@ -57,14 +61,20 @@ pub struct DecisionBatch {
     pub alerts: Vec<SystemAlert>,
     /// `(issuer, token_id, secret)` for the revoker's handle store only.
     pub secrets: Vec<(String, String, Secret)>,
+    /// State changelog records, to write once the decisions are recorded
+    /// (and before `ack`): a checkpoint never runs ahead of the ledger.
+    pub checkpoint: Vec<Entry>,
     /// Complete it once the decisions are recorded (the ledger write is
-    /// acknowledged); drop it if that failed.
+    /// acknowledged) and the checkpoint written; drop it if that failed.
     pub ack: Finalizer,
 }
 
 impl DecisionBatch {
     pub fn is_empty(&self) -> bool {
-        self.decisions.is_empty() && self.alerts.is_empty() && self.secrets.is_empty()
+        self.decisions.is_empty()
+            && self.alerts.is_empty()
+            && self.secrets.is_empty()
+            && self.checkpoint.is_empty()
     }
 }
 
@@ -98,6 +108,18 @@ pub enum Control {
     },
     /// Replies once every earlier batch and control is applied.
     Sync(oneshot::Sender<()>),
+    /// State changelog (when the engine tracks changes): restored states.
+    Restore(Vec<Entry>),
+    /// Events of these partitions are judged from now on (their state is
+    /// restored).
+    Own(Vec<PartitionId>),
+    /// These partitions moved away: their events are no longer judged and
+    /// their tokens' state is forgotten. Replies with how many tokens.
+    Disown(Vec<PartitionId>, oneshot::Sender<usize>),
+    /// Every shard writes its changed tokens' records, releasing the
+    /// acknowledgements held since its last checkpoint; `done` is done
+    /// once every shard's checkpoint is written.
+    Checkpoint(Finalizer),
 }
 
 /// The stage's counters, every shard's added up.
@@ -128,6 +150,8 @@ pub struct DetectStage {
     shards: Vec<Engine>,
     routes: Routes,
     stats: StageStats,
+    /// With the state changelog: the partitions whose events are judged.
+    owned: Option<Owned>,
 }
 
 impl DetectStage {
@@ -139,10 +163,12 @@ impl DetectStage {
         for (i, e) in shards.iter().enumerate() {
             stats.set(i, e.stats());
         }
+        let owned = shards[0].tracks_changes().then(Owned::default);
         DetectStage {
             shards,
             routes,
             stats,
+            owned,
         }
     }
 
@@ -171,6 +197,7 @@ impl DetectStage {
             queues.push(tx);
             let shard = Shard {
                 index,
+                held: engine.tracks_changes().then(Vec::new),
                 engine,
                 output: output.clone(),
                 stats: self.stats.clone(),
@@ -185,6 +212,7 @@ impl DetectStage {
         let mut router = Router {
             queues,
             routes: self.routes,
+            owned: self.owned,
         };
         let mut control_open = true;
         loop {
@@ -245,11 +273,15 @@ enum ShardControl {
     Allow(String),
     Describe(String, String, oneshot::Sender<serde_json::Value>),
     Sync(oneshot::Sender<()>),
+    Restore(Vec<Entry>),
+    Forget(Arc<Vec<PartitionId>>, oneshot::Sender<usize>),
+    Checkpoint(Finalizer),
 }
 
 struct Router {
     queues: Vec<mpsc::Sender<Work>>,
     routes: Routes,
+    owned: Option<Owned>,
 }
 
 impl Router {
@@ -257,10 +289,17 @@ impl Router {
     /// gone (the stage is stopping).
     async fn route(&mut self, input: Input) -> bool {
         let Input {
-            batch,
-            secrets,
+            mut batch,
+            mut secrets,
             ack,
         } = input;
+        if let Some(owned) = &mut self.owned {
+            owned.keep_owned(&mut batch, &mut secrets);
+            if batch.is_empty() {
+                ack.done();
+                return true;
+            }
+        }
         let n = self.queues.len();
         if n == 1 {
             let part = Part {
@@ -311,7 +350,7 @@ impl Router {
     }
 
     /// Sends a control to every shard; replies are gathered off the router.
-    async fn apply(&self, control: Control) -> bool {
+    async fn apply(&mut self, control: Control) -> bool {
         let mut ok = true;
         match control {
             Control::Upsert(m) => {
@@ -392,6 +431,55 @@ impl Router {
                     }
                 });
             }
+            Control::Restore(entries) => {
+                let n = self.queues.len();
+                let mut parts: Vec<Vec<Entry>> = (0..n).map(|_| Vec::new()).collect();
+                for e in entries {
+                    let shard = self.routes.place(
+                        &e.issuer,
+                        &e.token_id,
+                        e.principal.as_deref(),
+                        e.state.last_seen_s,
+                        n,
+                    );
+                    parts[shard].push(e);
+                }
+                for (q, part) in self.queues.iter().zip(parts) {
+                    if !part.is_empty() {
+                        ok &= send(q, ShardControl::Restore(part)).await;
+                    }
+                }
+            }
+            Control::Own(partitions) => {
+                if let Some(owned) = &mut self.owned {
+                    owned.partitions.extend(partitions);
+                }
+            }
+            Control::Disown(partitions, reply) => {
+                if let Some(owned) = &mut self.owned {
+                    owned.partitions.retain(|p| !partitions.contains(p));
+                }
+                let partitions = Arc::new(partitions);
+                let mut replies = Vec::new();
+                for q in &self.queues {
+                    let (tx, rx) = oneshot::channel();
+                    ok &= send(q, ShardControl::Forget(Arc::clone(&partitions), tx)).await;
+                    replies.push(rx);
+                }
+                tokio::spawn(async move {
+                    let mut forgotten = 0;
+                    for r in replies {
+                        forgotten += r.await.unwrap_or(0);
+                    }
+                    let _ = reply.send(forgotten);
+                });
+            }
+            Control::Checkpoint(done) => {
+                for q in &self.queues {
+                    ok &= send(q, ShardControl::Checkpoint(done.part())).await;
+                }
+                done.done();
+            }
             Control::Sync(reply) => {
                 let mut replies = Vec::new();
                 for q in &self.queues {
@@ -422,6 +510,10 @@ struct Shard {
     engine: Engine,
     output: mpsc::Sender<DecisionBatch>,
     stats: StageStats,
+    /// With the state changelog: the acknowledgements of parts processed
+    /// since the last checkpoint. They are released with the checkpoint,
+    /// so no offset is stored ahead of the state written.
+    held: Option<Vec<Finalizer>>,
 }
 
 impl Shard {
@@ -445,10 +537,18 @@ impl Shard {
                             Some((e.issuer.clone(), e.token_id.clone(), secret))
                         })
                         .collect();
+                    let ack = match &mut self.held {
+                        Some(held) => {
+                            held.push(ack);
+                            Finalizer::none()
+                        }
+                        None => ack,
+                    };
                     let batch = DecisionBatch {
                         decisions: out.decisions,
                         alerts: out.alerts,
                         secrets,
+                        checkpoint: Vec::new(),
                         ack,
                     };
                     if batch.is_empty() {
@@ -456,6 +556,11 @@ impl Shard {
                     } else if self.output.blocking_send(batch).is_err() {
                         // Nobody records decisions any more: stop; the
                         // part's finalizer is dropped, unacknowledged.
+                        return;
+                    }
+                }
+                Work::Apply(ShardControl::Checkpoint(done)) => {
+                    if !self.checkpoint(done) {
                         return;
                     }
                 }
@@ -470,11 +575,28 @@ impl Shard {
             decisions: out.decisions,
             alerts: out.alerts,
             secrets: Vec::new(),
+            checkpoint: Vec::new(),
             ack: Finalizer::none(),
         };
         if !batch.is_empty() {
             let _ = self.output.blocking_send(batch);
         }
+    }
+
+    /// Hands on the changed tokens' records with the acknowledgements held
+    /// since the last checkpoint, behind this shard's earlier decisions.
+    /// False once nobody records them.
+    fn checkpoint(&mut self, done: Finalizer) -> bool {
+        let mut acks = self.held.as_mut().map(std::mem::take).unwrap_or_default();
+        acks.push(done);
+        let batch = DecisionBatch {
+            decisions: Vec::new(),
+            alerts: Vec::new(),
+            secrets: Vec::new(),
+            checkpoint: self.engine.checkpoint(),
+            ack: Finalizer::join(acks),
+        };
+        self.output.blocking_send(batch).is_ok()
     }
 
     fn apply(&mut self, control: ShardControl) {
@@ -486,6 +608,8 @@ impl Shard {
             ShardControl::InstallGeoIp(_)
                 | ShardControl::ReloadPolicy(..)
                 | ShardControl::CountFailedPolicyReload
+                | ShardControl::Restore(_)
+                | ShardControl::Forget(..)
         );
         let engine = &mut self.engine;
         match control {
@@ -513,6 +637,14 @@ impl Shard {
             ShardControl::Sync(reply) => {
                 let _ = reply.send(());
             }
+            ShardControl::Restore(entries) => {
+                engine.restore(entries);
+            }
+            ShardControl::Forget(partitions, reply) => {
+                let _ = reply.send(engine.forget_partitions(&partitions));
+            }
+            // Handled in `run`: it sends.
+            ShardControl::Checkpoint(done) => done.done(),
         }
         if counted {
             self.stats.set(self.index, self.engine.stats());

@@ -18,30 +18,39 @@ fn hasher() -> foldhash::fast::FixedState {
 /// The shard an event's routing key hashes to (before any remembered
 /// choice): its issuer and principal, else its issuer and token id.
 pub fn shard_of(event: &Event, shards: usize) -> usize {
+    shard_for(
+        &event.issuer,
+        event.principal.as_deref(),
+        &event.token_id,
+        shards,
+    )
+}
+
+fn shard_for(issuer: &str, principal: Option<&str>, token_id: &str, shards: usize) -> usize {
     if shards <= 1 {
         return 0;
     }
     let mut h = hasher().build_hasher();
-    h.write(event.issuer.as_bytes());
+    h.write(issuer.as_bytes());
     h.write_u8(0xff);
-    match event.principal.as_deref() {
+    match principal {
         Some(principal) => {
             h.write_u8(b'p');
             h.write(principal.as_bytes());
         }
         None => {
             h.write_u8(b't');
-            h.write(event.token_id.as_bytes());
+            h.write(token_id.as_bytes());
         }
     }
     (h.finish() % shards as u64) as usize
 }
 
-fn token_hash(event: &Event) -> u64 {
+fn token_hash(issuer: &str, token_id: &str) -> u64 {
     let mut h = hasher().build_hasher();
-    h.write(event.issuer.as_bytes());
+    h.write(issuer.as_bytes());
     h.write_u8(0xff);
-    h.write(event.token_id.as_bytes());
+    h.write(token_id.as_bytes());
     h.finish()
 }
 
@@ -93,12 +102,44 @@ impl Routes {
                 self.purge();
             }
         }
-        let key = token_hash(event);
+        let key = token_hash(&event.issuer, &event.token_id);
         if let Some(route) = self.map.get_mut(&key) {
             route.last_s = route.last_s.max(now_s);
             return usize::from(route.shard) % shards;
         }
         let shard = shard_of(event, shards);
+        self.remember(key, shard, now_s);
+        shard
+    }
+
+    /// The shard of a restored token (its events will follow it there),
+    /// chosen as for its first event and remembered.
+    pub fn place(
+        &mut self,
+        issuer: &str,
+        token_id: &str,
+        principal: Option<&str>,
+        last_s: u32,
+        shards: usize,
+    ) -> usize {
+        if shards <= 1 {
+            return 0;
+        }
+        let shard = shard_for(issuer, principal, token_id, shards);
+        let key = token_hash(issuer, token_id);
+        match self.map.get_mut(&key) {
+            Some(route) => {
+                *route = Route {
+                    last_s,
+                    shard: shard as u16,
+                }
+            }
+            None => self.remember(key, shard, last_s),
+        }
+        shard
+    }
+
+    fn remember(&mut self, key: u64, shard: usize, now_s: u32) {
         if self.map.len() < self.cap {
             self.map.insert(
                 key,
@@ -110,7 +151,6 @@ impl Routes {
         } else {
             self.unremembered += 1;
         }
-        shard
     }
 
     fn purge(&mut self) {

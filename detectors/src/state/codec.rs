@@ -6,11 +6,19 @@
 //!
 //! Each state type writes and reads its own fields ([`Codec`]), so private
 //! fields stay private to their detector.
+//!
+//! Formats:
+//! - 1: the token's fields (first and last seen, events, volume, geo,
+//!   novelty).
+//! - 2: format 1, then the [`Position`] of the last event applied (so a
+//!   redelivered event is not counted twice), then the principal the
+//!   token's events name (so a restored token lands in its principal's
+//!   shard). A format-1 record reads with no position and no principal.
 
-use super::TokenState;
+use super::{Position, TokenState};
 
 /// The format this build writes.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Why a record could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,6 +31,8 @@ pub enum CodecError {
     Truncated(usize),
     #[error("state record has {0} bytes after its end")]
     Trailing(usize),
+    #[error("state record's principal is not UTF-8")]
+    NotUtf8,
 }
 
 /// Appends little-endian fields.
@@ -40,6 +50,12 @@ impl Writer {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
     pub fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn i32(&mut self, v: i32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn i64(&mut self, v: i64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
     pub fn f32(&mut self, v: f32) {
@@ -75,6 +91,20 @@ impl<'a> Reader<'a> {
     pub fn u32(&mut self) -> Result<u32, CodecError> {
         Ok(u32::from_le_bytes(self.take()?))
     }
+    pub fn i32(&mut self) -> Result<i32, CodecError> {
+        Ok(i32::from_le_bytes(self.take()?))
+    }
+    pub fn i64(&mut self) -> Result<i64, CodecError> {
+        Ok(i64::from_le_bytes(self.take()?))
+    }
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        if self.bytes.len() < n {
+            return Err(CodecError::Truncated(n - self.bytes.len()));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
     pub fn f32(&mut self) -> Result<f32, CodecError> {
         Ok(f32::from_le_bytes(self.take()?))
     }
@@ -109,6 +139,7 @@ impl Codec for TokenState {
         self.volume.put(w);
         self.geo.put(w);
         self.novelty.put(w);
+        self.position.put(w);
     }
     fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         Ok(TokenState {
@@ -118,20 +149,51 @@ impl Codec for TokenState {
             volume: Codec::get(r)?,
             geo: Codec::get(r)?,
             novelty: Codec::get(r)?,
+            position: if r.version >= 2 {
+                Codec::get(r)?
+            } else {
+                Position::default()
+            },
         })
     }
 }
 
-/// `state` in the current format.
-pub fn encode(state: &TokenState) -> Vec<u8> {
-    let mut w = Writer(Vec::with_capacity(256));
+impl Codec for Position {
+    fn put(&self, w: &mut Writer) {
+        w.u16(self.topic);
+        w.i32(self.partition);
+        w.i64(self.offset);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok(Position {
+            topic: r.u16()?,
+            partition: r.i32()?,
+            offset: r.i64()?,
+        })
+    }
+}
+
+/// Marks a record with no principal (a principal is at most 65,534 bytes).
+const NO_PRINCIPAL: u16 = u16::MAX;
+
+/// `state` (and the principal its events name) in the current format.
+pub fn encode(state: &TokenState, principal: Option<&str>) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(320));
     w.u8(FORMAT_VERSION);
     state.put(&mut w);
+    match principal {
+        Some(p) if p.len() < usize::from(NO_PRINCIPAL) => {
+            w.u16(p.len() as u16);
+            w.0.extend_from_slice(p.as_bytes());
+        }
+        // A longer one is not kept: the token then routes by its own id.
+        _ => w.u16(NO_PRINCIPAL),
+    }
     w.0
 }
 
-/// A state record in this format or any older one.
-pub fn decode(bytes: &[u8]) -> Result<TokenState, CodecError> {
+/// A state record in this format or any older one, with its principal.
+pub fn decode(bytes: &[u8]) -> Result<(TokenState, Option<String>), CodecError> {
     let (&version, rest) = bytes.split_first().ok_or(CodecError::Empty)?;
     if version == 0 || version > FORMAT_VERSION {
         return Err(CodecError::UnsupportedVersion(version));
@@ -141,8 +203,19 @@ pub fn decode(bytes: &[u8]) -> Result<TokenState, CodecError> {
         version,
     };
     let state = TokenState::get(&mut r)?;
+    let principal = if version >= 2 {
+        match r.u16()? {
+            NO_PRINCIPAL => None,
+            n => Some(
+                String::from_utf8(r.bytes(usize::from(n))?.to_vec())
+                    .map_err(|_| CodecError::NotUtf8)?,
+            ),
+        }
+    } else {
+        None
+    };
     match r.bytes.len() {
-        0 => Ok(state),
+        0 => Ok((state, principal)),
         n => Err(CodecError::Trailing(n)),
     }
 }

@@ -39,6 +39,67 @@ pub struct TokenState {
     pub volume: VolumeState,
     pub geo: GeoState,
     pub novelty: NoveltyState,
+    /// Where the last event applied to this state was read.
+    pub position: Position,
+}
+
+/// A Kafka partition, by a stable tag of its topic's name and its number.
+pub type PartitionId = (u16, i32);
+
+/// Where in Kafka an event was read: a topic tag, partition and offset.
+/// The state changelog keeps it with each token, so an event read again
+/// after a failover (at or before the position, on the same partition) is
+/// known as already applied and is not counted twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub topic: u16,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Default for Position {
+    /// Nowhere: covers no event.
+    fn default() -> Self {
+        Position {
+            topic: 0,
+            partition: -1,
+            offset: -1,
+        }
+    }
+}
+
+impl Position {
+    pub fn new(topic: &str, partition: i32, offset: i64) -> Self {
+        Position {
+            topic: topic_tag(topic),
+            partition,
+            offset,
+        }
+    }
+
+    pub fn partition_id(&self) -> PartitionId {
+        (self.topic, self.partition)
+    }
+
+    /// Whether an event at `other` was already applied: same partition, at
+    /// or before this position.
+    pub fn covers(&self, other: &Position) -> bool {
+        self.offset >= 0
+            && other.offset >= 0
+            && self.partition_id() == other.partition_id()
+            && other.offset <= self.offset
+    }
+}
+
+/// A stable 16-bit tag of a topic name (FNV-1a, folded): the same in every
+/// process and version, as it is stored in the changelog.
+pub fn topic_tag(topic: &str) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in topic.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    ((h >> 16) ^ (h & 0xffff)) as u16
 }
 
 impl TokenState {
@@ -185,19 +246,33 @@ impl TokenStore {
         }
     }
 
-    /// Drops tokens with no event for `idle_expiry`. Returns how many.
-    pub fn purge_idle(&mut self, now_s: u32) -> usize {
-        let cutoff = now_s.saturating_sub(self.idle_expiry_s);
+    /// Puts a restored state in place of whatever the store holds for
+    /// `key` (evicting one token at the cap if it is new).
+    pub fn put(&mut self, key: TokenKey, state: TokenState) {
+        let now_s = state.last_seen_s;
+        let slot = self.touch(key, now_s).0;
+        *slot = state;
+    }
+
+    /// Drops every token `forget` says to. Returns how many.
+    pub fn forget(&mut self, mut forget: impl FnMut(&TokenState) -> bool) -> usize {
         let mut removed = 0;
         let mut i = 0;
         while i < self.slots.len() {
-            if self.slots[i].state.last_seen_s < cutoff {
+            if forget(&self.slots[i].state) {
                 self.remove_at(i);
                 removed += 1;
             } else {
                 i += 1;
             }
         }
+        removed
+    }
+
+    /// Drops tokens with no event for `idle_expiry`. Returns how many.
+    pub fn purge_idle(&mut self, now_s: u32) -> usize {
+        let cutoff = now_s.saturating_sub(self.idle_expiry_s);
+        let removed = self.forget(|s| s.last_seen_s < cutoff);
         self.expired += removed as u64;
         removed
     }
