@@ -33,6 +33,9 @@ pub struct Config {
     /// Budgets whose excess raises `detector_degraded`.
     #[serde(default)]
     pub health: crate::pipeline::health::HealthConfig,
+    /// Checkpointing per-token state so it survives restarts and moves.
+    #[serde(default)]
+    pub changelog: crate::pipeline::changelog::ChangelogConfig,
     /// The file this config was loaded from, if any: a reload (SIGHUP)
     /// reads it again for the policy rules.
     #[serde(skip)]
@@ -138,6 +141,7 @@ impl Config {
         problems.extend(self.admin.validate());
         problems.extend(self.topics.validate());
         problems.extend(self.health.validate());
+        problems.extend(self.changelog.validate(&self.ingest.topics));
         if self.revoker.ledger_topic == self.ingest.dead_letter_topic
             || self.ingest.topics.contains(&self.revoker.ledger_topic)
         {

@@ -82,6 +82,9 @@ pub struct Spec {
     /// `run` cannot work without it (dead-letter topics can be auto-created
     /// by the broker on first write).
     pub essential: bool,
+    /// An existing topic must have at least this many partitions (the
+    /// state changelog: one per input partition).
+    pub min_partitions: i32,
 }
 
 const COMPACT: (&str, &str, &str) = (
@@ -90,8 +93,15 @@ const COMPACT: (&str, &str, &str) = (
     "deleting old records would forget revocations and pending deliveries",
 );
 
-/// The internal topics `config` uses.
-pub fn specs(config: &Config) -> Vec<Spec> {
+const COMPACT_STATE: (&str, &str, &str) = (
+    "cleanup.policy",
+    "compact",
+    "deleting a token's only record would forget what it learned",
+);
+
+/// The internal topics `config` uses; `input_partitions` is how many
+/// partitions the input topic has, if it exists.
+pub fn specs(config: &Config, input_partitions: Option<i32>) -> Vec<Spec> {
     let compacted = |name: &str, purpose| Spec {
         name: name.to_string(),
         purpose,
@@ -99,6 +109,7 @@ pub fn specs(config: &Config) -> Vec<Spec> {
         configs: vec![("cleanup.policy", "compact".into())],
         required: vec![COMPACT],
         essential: true,
+        min_partitions: 1,
     };
     let retention = config.topics.dead_letter_retention.as_millis().to_string();
     let dead_letter = |name: &str, purpose| Spec {
@@ -116,11 +127,30 @@ pub fn specs(config: &Config) -> Vec<Spec> {
         ],
         required: Vec::new(),
         essential: false,
+        min_partitions: 1,
     };
     let mut out = vec![
         compacted(&config.revoker.ledger_topic, "revocation ledger"),
         dead_letter(&config.ingest.dead_letter_topic, "dead letters"),
     ];
+    if config.changelog.enabled {
+        let partitions = input_partitions.unwrap_or(1).max(1);
+        // Compacted to the latest record per token, and a token idle for
+        // longer than the store keeps it is deleted, as the store forgets it.
+        let retention = config.detectors.idle_expiry.as_millis().to_string();
+        out.push(Spec {
+            name: config.changelog.topic.clone(),
+            purpose: "state changelog",
+            partitions,
+            configs: vec![
+                ("cleanup.policy", "compact,delete".into()),
+                ("retention.ms", retention),
+            ],
+            required: vec![COMPACT_STATE],
+            essential: true,
+            min_partitions: partitions,
+        });
+    }
     if !config.revoker.webhooks.is_empty() {
         out.push(compacted(
             &config.revoker.webhook_outbox_topic,
@@ -151,9 +181,21 @@ pub async fn ensure(config: &Config, create: bool) -> anyhow::Result<Vec<(Spec, 
     let admin: AdminClient<DefaultClientContext> = config.kafka().create()?;
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
     let mut out = Vec::new();
-    for spec in specs(config) {
-        let outcome = if existing.contains(&spec.name) {
-            check_one(&admin, &options, &spec).await?
+    let input = config
+        .ingest
+        .topics
+        .first()
+        .and_then(|t| existing.get(t).copied());
+    for spec in specs(config, input) {
+        let outcome = if let Some(&partitions) = existing.get(&spec.name) {
+            if partitions < spec.min_partitions {
+                Outcome::Problem(format!(
+                    "has {partitions} partition(s), fewer than the input's {}: the state of tokens on the others has nowhere to go; fix it with `kafka-topics --alter --topic {} --partitions {}`",
+                    spec.min_partitions, spec.name, spec.min_partitions
+                ))
+            } else {
+                check_one(&admin, &options, &spec).await?
+            }
         } else if create {
             create_one(&admin, &options, &spec, config.topics.replication_factor).await?
         } else {
@@ -168,7 +210,9 @@ pub async fn ensure(config: &Config, create: bool) -> anyhow::Result<Vec<(Spec, 
 /// name: a metadata request naming a missing topic can make a broker that
 /// auto-creates topics create it, with the wrong configs. (A config
 /// description of a missing topic comes back empty, not as an error.)
-async fn existing_topics(config: &Config) -> anyhow::Result<std::collections::HashSet<String>> {
+async fn existing_topics(
+    config: &Config,
+) -> anyhow::Result<std::collections::HashMap<String, i32>> {
     let client = config.kafka();
     tokio::task::spawn_blocking(move || {
         let consumer: rdkafka::consumer::BaseConsumer = client.create()?;
@@ -178,7 +222,7 @@ async fn existing_topics(config: &Config) -> anyhow::Result<std::collections::Ha
         Ok(metadata
             .topics()
             .iter()
-            .map(|t| t.name().to_string())
+            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
             .collect())
     })
     .await?
@@ -276,7 +320,12 @@ pub fn create_command(spec: &Spec) -> String {
         spec.name, spec.partitions
     );
     for (key, value) in &spec.configs {
-        command.push_str(&format!(" --config {key}={value}"));
+        // kafka-topics takes a list value in brackets.
+        if value.contains(',') {
+            command.push_str(&format!(" --config {key}=[{value}]"));
+        } else {
+            command.push_str(&format!(" --config {key}={value}"));
+        }
     }
     command
 }
@@ -340,7 +389,7 @@ mod tests {
 
     #[test]
     fn the_ledger_and_outbox_are_compacted_and_essential() {
-        let specs = specs(&config(true));
+        let specs = specs(&config(true), None);
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
@@ -360,12 +409,12 @@ mod tests {
             );
         }
         // Without webhooks there is no outbox to create.
-        assert_eq!(super::specs(&config(false)).len(), 2);
+        assert_eq!(super::specs(&config(false), None).len(), 2);
     }
 
     #[test]
     fn missing_essential_topics_block_and_say_how_to_create_them() {
-        let specs = specs(&config(false));
+        let specs = specs(&config(false), None);
         let outcomes = vec![
             (specs[0].clone(), Outcome::Missing),
             (specs[1].clone(), Outcome::Missing),

@@ -148,8 +148,14 @@ mod tests {
         assert_eq!(entry.key(), "github/ghp_fp:ab/cd");
         assert_eq!(entry.partition(), 5);
         let back = Entry::decode(entry.key().as_bytes(), &entry.value()).unwrap();
-        assert_eq!(back, entry, "a token id may hold `/`; the issuer never does");
-        assert_eq!(Entry::decode(b"no-slash", &entry.value()), Err(EntryError::Key));
+        assert_eq!(
+            back, entry,
+            "a token id may hold `/`; the issuer never does"
+        );
+        assert_eq!(
+            Entry::decode(b"no-slash", &entry.value()),
+            Err(EntryError::Key)
+        );
         assert!(matches!(
             Entry::decode(b"a/b", &[9]),
             Err(EntryError::Value(CodecError::UnsupportedVersion(9)))

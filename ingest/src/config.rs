@@ -18,6 +18,29 @@ pub enum StartFrom {
     Latest,
 }
 
+/// How the group's partitions are shared out on a rebalance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Assignment {
+    /// Incremental (KIP-429): only the partitions that move are revoked;
+    /// the others keep being read through the rebalance.
+    #[default]
+    CooperativeSticky,
+    /// Every rebalance revokes every partition, then assigns them all
+    /// (librdkafka's `range` assignor).
+    Eager,
+}
+
+impl Assignment {
+    /// The `partition.assignment.strategy` it sets.
+    pub fn strategy(self) -> &'static str {
+        match self {
+            Assignment::CooperativeSticky => "cooperative-sticky",
+            Assignment::Eager => "range",
+        }
+    }
+}
+
 /// librdkafka properties that tokenwatch sets itself; overriding them would
 /// break at-least-once delivery or the config's own fields.
 const MANAGED_PROPERTIES: &[&str] = &[
@@ -27,6 +50,8 @@ const MANAGED_PROPERTIES: &[&str] = &[
     "enable.auto.commit",
     "auto.offset.reset",
     "enable.partition.eof",
+    // `ingest.assignment`: the rebalance hooks depend on it.
+    "partition.assignment.strategy",
 ];
 
 /// The most payload bytes one batch may hold: half of what an Arrow string
@@ -104,6 +129,10 @@ pub struct IngestConfig {
     /// Where a new consumer group starts: `earliest` or `latest`.
     #[serde(default)]
     pub start_from: StartFrom,
+    /// How partitions move between instances on a rebalance:
+    /// `cooperative-sticky` (only moved partitions pause) or `eager`.
+    #[serde(default)]
+    pub assignment: Assignment,
     /// How long shutdown waits for in-flight batches to be acknowledged
     /// before committing what is done.
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
@@ -204,6 +233,7 @@ impl IngestConfig {
             batch_max_bytes: default_batch_max_bytes(),
             batch_linger: default_batch_linger(),
             start_from: StartFrom::default(),
+            assignment: Assignment::default(),
             drain_timeout: default_drain_timeout(),
             fingerprint_key_env: default_fingerprint_key_env(),
             properties: BTreeMap::new(),

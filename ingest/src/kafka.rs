@@ -3,7 +3,8 @@
 //! (rust-rdkafka's `examples/at_least_once.rs` pattern).
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -22,11 +23,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::ack::{Ack, OffsetTracker};
+use crate::ack::{Ack, OffsetTracker, TopicPartition};
 use crate::batcher::BatchBuilder;
 use crate::config::{IngestConfig, StartFrom};
 use crate::dead_letter::{self, DeadLetters};
 use crate::metrics::{BatchClose, IngestMetrics};
+use crate::rebalance::{self, Acks, PartitionHook, SharedAcks, block_on, settle};
 use crate::{BuildError, Delivery, RunError};
 
 /// Dead-letter header names.
@@ -50,10 +52,82 @@ pub mod header {
     pub const REDACTED: &str = "tokenwatch.redacted";
 }
 
-/// Logs rebalances and commit failures, and keeps the assigned-partitions
-/// gauge.
+/// Logs rebalances and commit failures, keeps the assigned-partitions
+/// gauge, and runs the [`rebalance`](crate::rebalance) steps: restore on
+/// assignment, finish and checkpoint on revoke.
 pub struct IngestContext {
     metrics: Arc<IngestMetrics>,
+    acks: SharedAcks,
+    hook: OnceLock<Arc<dyn PartitionHook>>,
+    drain_timeout: Duration,
+    /// Set once shutdown has settled: the revoke of the consumer's close
+    /// has nothing left to do.
+    closed: AtomicBool,
+}
+
+impl IngestContext {
+    fn hook(&self) -> Option<&dyn PartitionHook> {
+        self.hook.get().map(|h| &**h)
+    }
+
+    fn revoking(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let partitions = partitions_of(tpl);
+        let deadline = Instant::now() + self.drain_timeout;
+        let settled = block_on(async {
+            let left = settle(&self.acks, consumer, self.hook(), deadline).await;
+            if let Some(hook) = self.hook() {
+                hook.release(partitions).await;
+            }
+            left
+        });
+        match settled {
+            Some(0) => {}
+            Some(left) => {
+                warn!(
+                    batches = left,
+                    "Batches of revoked partitions were not finished in time; their next owner reads them again."
+                )
+            }
+            None => warn!(
+                "Cannot finish batches inside the rebalance callback outside a multi-threaded runtime; the next owner reads them again."
+            ),
+        }
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                warn!(error = %e, "Offset commit on revoke failed; the next owner reads these records again.")
+            }
+        }
+    }
+
+    fn assigned(&self, tpl: &TopicPartitionList) {
+        let Some(hook) = self.hook() else {
+            return;
+        };
+        if block_on(hook.restore(partitions_of(tpl))).is_none() {
+            warn!(
+                "Cannot restore partition state inside the rebalance callback outside a multi-threaded runtime."
+            );
+        }
+    }
+}
+
+fn protocol_name(consumer: &BaseConsumer<IngestContext>) -> &'static str {
+    match consumer.rebalance_protocol() {
+        rdkafka::consumer::RebalanceProtocol::Cooperative => "cooperative",
+        rdkafka::consumer::RebalanceProtocol::Eager => "eager",
+        rdkafka::consumer::RebalanceProtocol::None => "none",
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (Arc::from(e.topic()), e.partition()))
+        .collect()
 }
 
 impl ClientContext for IngestContext {
@@ -70,10 +144,13 @@ impl ClientContext for IngestContext {
     }
 }
 
-/// Records of an assigned partition not yet acknowledged: from the last
-/// stored (or committed) offset, else from the start of the log, to its
-/// end. librdkafka's own `consumer_lag` is unknown (-1) until the group's
-/// first commit, so a new group facing a backlog showed no lag at all.
+/// Records of an assigned partition not yet handed to detection: from the
+/// last record handed on (or stored, or committed), else from the start of
+/// the log, to its end. librdkafka's own `consumer_lag` is unknown (-1)
+/// until the group's first commit, so a new group facing a backlog showed
+/// no lag at all; and with the state changelog, offsets are stored only
+/// at each checkpoint, so counting from them would show the checkpoint
+/// interval as lag.
 fn partition_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
     // Only the partitions assigned here, once their end is known.
     if p.partition < 0 || !p.desired || p.hi_offset < 0 {
@@ -81,7 +158,8 @@ fn partition_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
     }
     // Invalid offsets are negative (-1001): the largest valid one wins.
     let done = p
-        .stored_offset
+        .app_offset
+        .max(p.stored_offset)
         .max(p.committed_offset)
         .max(p.lo_offset)
         .max(0);
@@ -89,23 +167,31 @@ fn partition_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
 }
 
 impl ConsumerContext for IngestContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                info!(partitions = %describe(tpl), "Partitions are being assigned to this instance.")
+                info!(partitions = %describe(tpl), protocol = protocol_name(consumer), "Partitions are being assigned to this instance.")
             }
             Rebalance::Revoke(tpl) => {
-                info!(partitions = %describe(tpl), "Partitions are being revoked; stored offsets will be committed.")
+                info!(partitions = %describe(tpl), protocol = protocol_name(consumer), "Partitions are being revoked: finishing their batches, checkpointing their state and committing.");
+                self.revoking(consumer, tpl);
             }
             Rebalance::Error(e) => warn!(error = %e, "Rebalance failed."),
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let assigned = consumer.assignment().map_or(0, |tpl| tpl.count());
         self.metrics
             .assigned_partitions
             .store(assigned as i64, std::sync::atomic::Ordering::Relaxed);
+        if let Rebalance::Assign(tpl) = rebalance
+            && tpl.count() > 0
+        {
+            // Assigned, but nothing is read until this returns: their
+            // events wait until their state is restored.
+            self.assigned(tpl);
+        }
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
@@ -176,6 +262,7 @@ pub fn dead_letter_headers(
 pub struct KafkaSource {
     config: IngestConfig,
     consumer: StreamConsumer<IngestContext>,
+    ack_tx: mpsc::UnboundedSender<u64>,
     dead_letter: FutureProducer,
     decoder: Decoder,
     metrics: Arc<IngestMetrics>,
@@ -245,9 +332,21 @@ impl KafkaSource {
         if !config.properties.contains_key("auto.commit.interval.ms") {
             consumer_config.set("auto.commit.interval.ms", "1000");
         }
+        consumer_config.set(
+            "partition.assignment.strategy",
+            config.assignment.strategy(),
+        );
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let consumer: StreamConsumer<IngestContext> = consumer_config
             .create_with_context(IngestContext {
                 metrics: metrics.clone(),
+                acks: Arc::new(std::sync::Mutex::new(Acks {
+                    tracker: OffsetTracker::default(),
+                    rx: ack_rx,
+                })),
+                hook: OnceLock::new(),
+                drain_timeout: config.drain_timeout,
+                closed: AtomicBool::new(false),
             })
             .map_err(|source| BuildError::Kafka {
                 client: "consumer",
@@ -288,10 +387,18 @@ impl KafkaSource {
         Ok(KafkaSource {
             config: config.clone(),
             consumer,
+            ack_tx,
             dead_letter,
             decoder,
             metrics,
         })
+    }
+
+    /// Keeps per-partition state with `hook`: restored on assignment,
+    /// checkpointed and released on revoke and at shutdown.
+    pub fn with_partition_hook(self, hook: Arc<dyn PartitionHook>) -> Self {
+        let _ = self.consumer.context().hook.set(hook);
+        self
     }
 
     /// Reads until `shutdown` resolves or a fatal error. Each batch goes to
@@ -313,8 +420,8 @@ impl KafkaSource {
         output: mpsc::Sender<Delivery>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), RunError> {
-        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
         tokio::pin!(shutdown);
+        let context = self.consumer.context();
         let limit = tokio::select! {
             biased;
             () = &mut shutdown => {
@@ -327,10 +434,10 @@ impl KafkaSource {
             source: &self,
             builder: BatchBuilder::new(self.decoder.clone(), self.config.batch_max_records)
                 .with_max_bytes(self.config.batch_max_bytes),
-            tracker: OffsetTracker::default(),
+            acks: Arc::clone(&context.acks),
             dead_letters: DeadLetters::new(self.decoder.redactor().clone(), limit),
             pending_dead_letters: Vec::new(),
-            ack_tx,
+            ack_tx: self.ack_tx.clone(),
             next_seq: 0,
             topics: Vec::new(),
         };
@@ -349,7 +456,7 @@ impl KafkaSource {
                 // Detection stopped: nothing read from now on could be
                 // acknowledged.
                 () = output.closed() => break Some(RunError::DownstreamClosed),
-                Some(seq) = ack_rx.recv() => {
+                Some(seq) = rebalance::next_ack(&context.acks) => {
                     state.acknowledge(seq);
                     Ok(())
                 }
@@ -378,26 +485,32 @@ impl KafkaSource {
             }
         };
 
+        let in_flight = rebalance::lock(&context.acks).tracker.in_flight();
         if let Some(e) = &fatal {
-            error!(error = %e, in_flight = state.tracker.in_flight(), "Ingest is stopping on a fatal error: the open batch is not acknowledged, batches already handed on are drained and committed.");
+            error!(error = %e, in_flight, "Ingest is stopping on a fatal error: the open batch is not acknowledged, batches already handed on are drained and committed.");
         } else {
             info!(
-                in_flight = state.tracker.in_flight(),
+                in_flight,
                 "Shutting down ingest: flushing and draining in-flight batches."
             );
             state.flush(&output).await?;
         }
-        drop(output);
+        // Downstream still runs: the last checkpoint covers every batch
+        // handed on, so a restart (or the partitions' next owner) loses no
+        // learning.
         let drain_deadline = Instant::now() + self.config.drain_timeout;
-        while state.tracker.in_flight() > 0 {
-            match tokio::time::timeout_at(drain_deadline, ack_rx.recv()).await {
-                Ok(Some(seq)) => state.acknowledge(seq),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        if state.tracker.in_flight() > 0 {
+        let left = settle(
+            &context.acks,
+            &self.consumer,
+            context.hook(),
+            drain_deadline,
+        )
+        .await;
+        context.closed.store(true, Ordering::Release);
+        drop(output);
+        if left > 0 {
             warn!(
-                batches = state.tracker.in_flight(),
+                batches = left,
                 "Batches were not acknowledged in time; they will be read again."
             );
         }
@@ -420,7 +533,7 @@ impl KafkaSource {
 struct Loop<'a> {
     source: &'a KafkaSource,
     builder: BatchBuilder,
-    tracker: OffsetTracker,
+    acks: SharedAcks,
     dead_letters: DeadLetters,
     pending_dead_letters: Vec<(DeliveryFuture, Origin)>,
     ack_tx: mpsc::UnboundedSender<u64>,
@@ -592,7 +705,9 @@ impl Loop<'_> {
         source.metrics.add(&finished.tally);
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.tracker.register(seq, finished.last_offsets);
+        rebalance::lock(&self.acks)
+            .tracker
+            .register(seq, finished.last_offsets);
         if finished.batch.is_empty() {
             // Only bad records, all dead-lettered: nothing to hand on.
             self.acknowledge(seq);
@@ -616,20 +731,10 @@ impl Loop<'_> {
     }
 
     fn acknowledge(&mut self, seq: u64) {
-        for ((topic, partition), offset) in self.tracker.ack(seq) {
-            match self.source.consumer.store_offset(&topic, partition, offset) {
-                Ok(()) => {
-                    self.source
-                        .metrics
-                        .offsets_stored
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                // After a revoke the partition belongs to another member,
-                // which reads these records again: at-least-once holds.
-                Err(e) => {
-                    debug!(%topic, partition, offset, error = %e, "Cannot store offset; partition was probably revoked.")
-                }
-            }
-        }
+        let stored = rebalance::acknowledge(&self.acks, &self.source.consumer, seq);
+        self.source
+            .metrics
+            .offsets_stored
+            .fetch_add(stored as u64, Ordering::Relaxed);
     }
 }

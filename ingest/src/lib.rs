@@ -13,6 +13,8 @@
 //!   out-of-order batch acknowledgements into contiguous offsets to store.
 //! - [`kafka`]: [`KafkaSource`], the consumer group, rebalance logging and
 //!   the dead-letter producer.
+//! - [`rebalance`]: what a rebalance does to per-partition state (restore
+//!   on assignment; finish, checkpoint and commit on revoke).
 //! - [`dead_letter`]: the redacted, size-bounded dead-letter copy of a
 //!   record (the policy is in its docs).
 //! - [`file`]: [`FileSource`], NDJSON from files or stdin.
@@ -31,14 +33,16 @@ pub mod kafka;
 pub mod metadata;
 pub mod metrics;
 pub mod properties;
+pub mod rebalance;
 
 pub use ack::{Ack, OffsetTracker};
 pub use batcher::BatchBuilder;
-pub use config::{IngestConfig, StartFrom};
+pub use config::{Assignment, IngestConfig, StartFrom};
 pub use file::FileSource;
 pub use kafka::{KafkaSource, dead_letter_headers};
 pub use metadata::{MetadataProgress, MetadataSource, MetadataUpdate};
 pub use metrics::{BatchClose, IngestMetrics};
+pub use rebalance::PartitionHook;
 
 use schemas::{EventBatch, Secret};
 

@@ -287,10 +287,21 @@ async fn readyz(State(s): State<AdminState>) -> Response {
         .ingest
         .assigned_partitions
         .load(std::sync::atomic::Ordering::Relaxed);
+    let restore = s.flow.restore();
     if !*s.flow.metadata_ready.borrow() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: reading the token-metadata topic; events wait until it is applied\n",
+        )
+            .into_response()
+    } else if let Some(since_ms) = restore.since_ms {
+        let secs = (crate::pipeline::now_us() / 1000 - since_ms).max(0) as f64 / 1000.0;
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: restoring the state of {} partition(s) from the changelog: {} of {} records read in {secs:.1}s; their events wait until it is restored\n",
+                restore.partitions, restore.read, restore.total
+            ),
         )
             .into_response()
     } else if assigned > 0 {

@@ -97,6 +97,7 @@ fn demo_config(
         admin,
         topics: Default::default(),
         health: Default::default(),
+        changelog: Default::default(),
         source: None,
     })
 }

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::FlowStats;
+use super::changelog::ChangelogWriter;
 use crate::config::Config;
 
 /// A change the stage applies between batches.
@@ -34,6 +35,8 @@ pub enum Control {
     },
     /// Allowlist a token from now on (admin API).
     Allow(String),
+    /// Passed to the stage as it is (the state changelog's controls).
+    Stage(stage::Control),
 }
 
 /// How the stage notices changed files.
@@ -88,12 +91,18 @@ fn log_alerts(alerts: &[SystemAlert]) {
 }
 
 /// Hands decisions to the revoker and waits until every revoke is in the
-/// ledger. False if that did not happen (the batch must not be acked).
-async fn hand_on(revoker: &mpsc::Sender<Command>, batch: DecisionBatch) -> bool {
+/// ledger, then writes the checkpoint the batch carries. False if that did
+/// not happen (the batch must not be acked).
+async fn hand_on(
+    revoker: &mpsc::Sender<Command>,
+    changelog: Option<&ChangelogWriter>,
+    batch: DecisionBatch,
+) -> bool {
     let DecisionBatch {
         decisions,
         alerts,
         secrets,
+        checkpoint,
         ack,
     } = batch;
     // The secrets first: a revocation of this batch may need one.
@@ -108,6 +117,15 @@ async fn hand_on(revoker: &mpsc::Sender<Command>, batch: DecisionBatch) -> bool 
             handed,
         };
         if revoker.send(command).await.is_err() || done.await.is_err() {
+            return false;
+        }
+    }
+    if !checkpoint.is_empty() {
+        let Some(changelog) = changelog else {
+            return false;
+        };
+        if let Err(e) = changelog.write(&checkpoint).await {
+            error!(error = %e, tokens = checkpoint.len(), "Cannot write the state checkpoint.");
             return false;
         }
     }
@@ -178,6 +196,7 @@ pub async fn detect_stage(
     reload: ReloadPolicy,
     stats: Arc<FlowStats>,
     revoker: mpsc::Sender<Command>,
+    changelog: Option<ChangelogWriter>,
 ) -> Result<(), StageError> {
     let geoip = engine.geoip().map(GeoIp::share);
     let stage = DetectStage::new(engine, shards);
@@ -200,11 +219,11 @@ pub async fn detect_stage(
         stats.record_decisions(&batch.decisions);
         batch.decisions.iter().for_each(log_decision);
         log_alerts(&batch.alerts);
-        if !hand_on(&revoker, batch).await {
+        if !hand_on(&revoker, changelog.as_ref(), batch).await {
             // Reading on would queue every later batch behind this one;
             // stop instead.
             error!(
-                "The revoker could not record this batch's revocations in the ledger; stopping without acknowledging it, so it is read again after a restart."
+                "The revoker could not record this batch's revocations in the ledger, or its state checkpoint could not be written; stopping without acknowledging it, so it is read again after a restart."
             );
             result = Err(StageError::Ledger);
             break;
@@ -293,6 +312,7 @@ async fn controller(
                     info!(token = %token, "Token allowlisted through the admin API.");
                     vec![stage::Control::Allow(token)]
                 }
+                Some(Control::Stage(control)) => vec![control],
                 Some(Control::Reload) => {
                     // The files as they are now are the ones loaded: the
                     // next check must not load them again.
@@ -373,7 +393,7 @@ async fn controller(
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     #[error(
-        "the revocation ledger could not be written for revoker.ledger_retry_for; stopped without acknowledging the batch"
+        "the revocation ledger could not be written for revoker.ledger_retry_for, or a state checkpoint could not be written; stopped without acknowledging the batch"
     )]
     Ledger,
 }

@@ -1,5 +1,5 @@
-//! Detector health is a security signal: consumer lag and the dead-letter
-//! rate have budgets. Going over one raises a `detector_degraded` system
+//! Detector health is a security signal: consumer lag, the dead-letter
+//! rate and the time a state restore takes have budgets. Going over one raises a `detector_degraded` system
 //! alert (webhook, log, `tokenwatch_detector_degraded{reason}`); coming back
 //! under all of them raises `detector_recovered`. A flood of input or a
 //! broken producer must not blind tokenwatch quietly.
@@ -27,9 +27,17 @@ pub struct HealthConfig {
     /// Dead-lettered records per second over one check; `0` turns it off.
     #[serde(default = "default_max_dead_letters_per_s")]
     pub max_dead_letters_per_s: f64,
+    /// A state restore (the changelog, on assignment) running longer than
+    /// this: the moved partitions' events wait meanwhile. `0s` turns it off.
+    #[serde(default = "default_max_restore_time", with = "humantime_serde")]
+    pub max_restore_time: Duration,
     /// How often the budgets are checked.
     #[serde(default = "default_check_interval", with = "humantime_serde")]
     pub check_interval: Duration,
+}
+
+fn default_max_restore_time() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_max_consumer_lag() -> u64 {
@@ -49,6 +57,7 @@ impl Default for HealthConfig {
         HealthConfig {
             max_consumer_lag: default_max_consumer_lag(),
             max_dead_letters_per_s: default_max_dead_letters_per_s(),
+            max_restore_time: default_max_restore_time(),
             check_interval: default_check_interval(),
         }
     }
@@ -73,15 +82,21 @@ impl HealthConfig {
 pub enum Reason {
     ConsumerLag = 0,
     DeadLetters = 1,
+    RestoreTime = 2,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 2] = [Reason::ConsumerLag, Reason::DeadLetters];
+    pub const ALL: [Reason; 3] = [
+        Reason::ConsumerLag,
+        Reason::DeadLetters,
+        Reason::RestoreTime,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Reason::ConsumerLag => "consumer_lag",
             Reason::DeadLetters => "dead_letters",
+            Reason::RestoreTime => "restore_time",
         }
     }
 }
@@ -95,6 +110,17 @@ pub enum Change {
     Recovered,
 }
 
+/// What one check looks at.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Figures {
+    /// Records not yet handed to detection on the assigned partitions.
+    pub lag: i64,
+    /// Records dead-lettered so far.
+    pub dead_lettered: u64,
+    /// How long the running state restore has taken, if one runs.
+    pub restoring_ms: Option<i64>,
+}
+
 /// The budgets' state between checks; time is given, never read.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -103,16 +129,33 @@ pub struct Health {
 }
 
 impl Health {
-    /// Checks the figures at `now_ms`: the consumer lag and the total of
-    /// dead-lettered records so far.
+    /// Checks the figures at `now_ms`.
     pub fn check(
         &mut self,
         config: &HealthConfig,
         now_ms: i64,
-        lag: i64,
-        dead_lettered: u64,
+        figures: Figures,
     ) -> Option<Change> {
+        let Figures {
+            lag,
+            dead_lettered,
+            restoring_ms,
+        } = figures;
         let mut over = Vec::new();
+        let budget_ms = config.max_restore_time.as_millis() as i64;
+        if let Some(ms) = restoring_ms
+            && budget_ms > 0
+            && ms > budget_ms
+        {
+            over.push((
+                Reason::RestoreTime,
+                format!(
+                    "the state restore has run {:.1}s, over the budget of {}s; the moved partitions' events wait",
+                    ms as f64 / 1000.0,
+                    config.max_restore_time.as_secs_f64()
+                ),
+            ));
+        }
         if config.max_consumer_lag > 0 && lag > config.max_consumer_lag as i64 {
             over.push((
                 Reason::ConsumerLag,
@@ -170,12 +213,12 @@ pub async fn monitor(
     loop {
         ticker.tick().await;
         let now_ms = super::stats::now_us() / 1000;
-        let change = health.check(
-            &config,
-            now_ms,
-            metrics.consumer_lag.load(Relaxed),
-            metrics.dead_lettered_total(),
-        );
+        let figures = Figures {
+            lag: metrics.consumer_lag.load(Relaxed),
+            dead_lettered: metrics.dead_lettered_total(),
+            restoring_ms: stats.restore().since_ms.map(|since| now_ms - since),
+        };
+        let change = health.check(&config, now_ms, figures);
         for reason in Reason::ALL {
             stats.degraded[reason as usize].store(health.is_over(reason), Relaxed);
         }
@@ -225,43 +268,72 @@ mod tests {
         HealthConfig {
             max_consumer_lag: 1000,
             max_dead_letters_per_s: 5.0,
+            max_restore_time: Duration::from_secs(30),
             check_interval: Duration::from_secs(1),
         }
+    }
+
+    fn at(lag: i64, dead_lettered: u64) -> Figures {
+        Figures {
+            lag,
+            dead_lettered,
+            restoring_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_restore_over_its_budget_degrades_until_it_ends() {
+        let (c, mut h) = (config(), Health::default());
+        let restoring = |ms| Figures {
+            restoring_ms: Some(ms),
+            ..Figures::default()
+        };
+        assert_eq!(h.check(&c, 0, restoring(29_000)), None);
+        let Some(Change::Degraded(over)) = h.check(&c, 1000, restoring(31_000)) else {
+            panic!("degraded expected")
+        };
+        assert_eq!(over[0].0, Reason::RestoreTime);
+        assert!(over[0].1.contains("31.0s"), "{over:?}");
+        assert_eq!(h.check(&c, 2000, restoring(32_000)), None);
+        assert_eq!(
+            h.check(&c, 3000, Figures::default()),
+            Some(Change::Recovered)
+        );
     }
 
     #[test]
     fn lag_over_its_budget_degrades_once_and_recovers_once() {
         let (c, mut h) = (config(), Health::default());
-        assert_eq!(h.check(&c, 0, 10, 0), None);
-        let Some(Change::Degraded(over)) = h.check(&c, 1000, 5000, 0) else {
+        assert_eq!(h.check(&c, 0, at(10, 0)), None);
+        let Some(Change::Degraded(over)) = h.check(&c, 1000, at(5000, 0)) else {
             panic!("degraded expected")
         };
         assert_eq!(over[0].0, Reason::ConsumerLag);
         assert!(over[0].1.contains("5000"), "{over:?}");
         // Still over: no repeat.
-        assert_eq!(h.check(&c, 2000, 4000, 0), None);
+        assert_eq!(h.check(&c, 2000, at(4000, 0)), None);
         assert!(h.is_over(Reason::ConsumerLag));
-        assert_eq!(h.check(&c, 3000, 999, 0), Some(Change::Recovered));
-        assert_eq!(h.check(&c, 4000, 0, 0), None);
+        assert_eq!(h.check(&c, 3000, at(999, 0)), Some(Change::Recovered));
+        assert_eq!(h.check(&c, 4000, at(0, 0)), None);
     }
 
     #[test]
     fn the_dead_letter_rate_is_measured_between_checks() {
         let (c, mut h) = (config(), Health::default());
         // The first check only sets the mark, however many came before.
-        assert_eq!(h.check(&c, 0, 0, 1_000_000), None);
+        assert_eq!(h.check(&c, 0, at(0, 1_000_000)), None);
         // 4/s is under 5/s; 20 in 2 s is 10/s, over.
-        assert_eq!(h.check(&c, 1000, 0, 1_000_004), None);
-        let Some(Change::Degraded(over)) = h.check(&c, 3000, 0, 1_000_024) else {
+        assert_eq!(h.check(&c, 1000, at(0, 1_000_004)), None);
+        let Some(Change::Degraded(over)) = h.check(&c, 3000, at(0, 1_000_024)) else {
             panic!("degraded expected")
         };
         assert_eq!(over[0].0, Reason::DeadLetters);
         // Lag going over as well is one more degraded alert, naming both.
-        let Some(Change::Degraded(over)) = h.check(&c, 4000, 2000, 1_000_040) else {
+        let Some(Change::Degraded(over)) = h.check(&c, 4000, at(2000, 1_000_040)) else {
             panic!("degraded expected")
         };
         assert_eq!(over.len(), 2);
-        assert_eq!(h.check(&c, 5000, 0, 1_000_040), Some(Change::Recovered));
+        assert_eq!(h.check(&c, 5000, at(0, 1_000_040)), Some(Change::Recovered));
     }
 
     #[test]
@@ -272,7 +344,7 @@ mod tests {
             ..config()
         };
         let mut h = Health::default();
-        assert_eq!(h.check(&c, 0, 1 << 40, 0), None);
-        assert_eq!(h.check(&c, 1000, 1 << 40, 1 << 30), None);
+        assert_eq!(h.check(&c, 0, at(1 << 40, 0)), None);
+        assert_eq!(h.check(&c, 1000, at(1 << 40, 1 << 30)), None);
     }
 }

@@ -11,6 +11,7 @@
 //! batch is acknowledged, and its offsets may be stored, only after its
 //! revoke decisions are recorded in the ledger.
 
+pub mod changelog;
 mod detect;
 pub mod health;
 mod stats;
@@ -22,7 +23,7 @@ use anyhow::Context;
 use detectors::Engine;
 use ingest::{IngestMetrics, KafkaSource, MetadataProgress, MetadataSource};
 use revoker::{Command, Revoker};
-pub use stats::{FlowStats, Reloaded};
+pub use stats::{FlowStats, Reloaded, now_us};
 use tokio::sync::mpsc;
 use tracing::{Instrument, info_span};
 
@@ -36,8 +37,13 @@ const STAGE_CHANNEL_BATCHES: usize = 8;
 /// Builds the engine the config describes (GeoIP, metadata file), revoking
 /// only at the configured issuers.
 pub fn build_engine(config: &Config) -> anyhow::Result<Engine> {
-    Ok(Engine::build(&config.detectors, &config.decision)?
-        .with_revocable_issuers(config.revoker.issuers.keys()))
+    let engine = Engine::build(&config.detectors, &config.decision)?
+        .with_revocable_issuers(config.revoker.issuers.keys());
+    Ok(if config.changelog.enabled {
+        engine.with_changelog()
+    } else {
+        engine
+    })
 }
 
 /// Builds the revoker the config describes, rebuilding its ledger from
@@ -60,7 +66,7 @@ pub async fn run(
     stats: Arc<FlowStats>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let source = KafkaSource::build(&config.ingest, metrics.clone())?;
+    let mut source = KafkaSource::build(&config.ingest, metrics.clone())?;
     let (commands, command_rx) = mpsc::channel::<Command>(64);
     let (revoker_metrics, webhook_metrics) = (revoker.metrics(), revoker.webhook_metrics());
     let revoking = tokio::spawn(revoker.run(command_rx));
@@ -109,6 +115,33 @@ pub async fn run(
         let _ = stats.probe_addr.set(bound.probe);
         helpers.extend(tasks);
     }
+    let writer = if config.changelog.enabled {
+        let changelog_stats = Arc::new(changelog::ChangelogStats::default());
+        let _ = stats.changelog.set(changelog_stats.clone());
+        let writer = changelog::ChangelogWriter::build(
+            &config.kafka(),
+            &config.changelog,
+            changelog_stats.clone(),
+        )
+        .context("cannot create the state changelog producer")?;
+        source = source.with_partition_hook(Arc::new(changelog::ChangelogHook(Arc::new(
+            changelog::HookParts {
+                control: control_tx.clone(),
+                kafka: config.kafka(),
+                config: config.changelog.clone(),
+                group_id: config.ingest.group_id.clone(),
+                flow: stats.clone(),
+                stats: changelog_stats,
+            },
+        ))));
+        helpers.push(tokio::spawn(changelog::checkpoint_every(
+            config.changelog.interval,
+            control_tx.clone(),
+        )));
+        Some(writer)
+    } else {
+        None
+    };
     drop(control_tx);
 
     let (tx, rx) = mpsc::channel(STAGE_CHANNEL_BATCHES);
@@ -122,6 +155,7 @@ pub async fn run(
             reload,
             stats.clone(),
             commands,
+            writer,
         )
         .instrument(info_span!("detect")),
     );

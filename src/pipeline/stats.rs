@@ -40,7 +40,11 @@ pub struct FlowStats {
     pub last_reload_s: [std::sync::atomic::AtomicI64; 3],
     /// Whether each health budget is exceeded now, by
     /// [`health::Reason`](super::health::Reason) order.
-    pub degraded: [std::sync::atomic::AtomicBool; 2],
+    pub degraded: [std::sync::atomic::AtomicBool; 3],
+    /// The state restore running now, if any.
+    restore: Mutex<super::changelog::RestoreProgress>,
+    /// The state changelog's counters, when it is on.
+    pub changelog: std::sync::OnceLock<std::sync::Arc<super::changelog::ChangelogStats>>,
 }
 
 /// What a successful reload put in force.
@@ -88,6 +92,8 @@ impl Default for FlowStats {
             metadata_ready: tokio::sync::watch::Sender::new(true),
             last_reload_s: Default::default(),
             degraded: Default::default(),
+            restore: Mutex::default(),
+            changelog: std::sync::OnceLock::new(),
         }
     }
 }
@@ -110,6 +116,22 @@ fn quantiles(h: &Mutex<Histogram<u64>>) -> (f64, f64, f64) {
 }
 
 impl FlowStats {
+    pub fn restore(&self) -> super::changelog::RestoreProgress {
+        self.restore.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    pub fn set_restore(&self, progress: super::changelog::RestoreProgress) {
+        if let Ok(mut r) = self.restore.lock() {
+            *r = progress;
+        }
+    }
+
+    pub fn update_restore(&self, f: impl FnOnce(&mut super::changelog::RestoreProgress)) {
+        if let Ok(mut r) = self.restore.lock() {
+            f(&mut r);
+        }
+    }
+
     /// Notes that a reload of `what` succeeded now.
     pub fn reloaded(&self, what: Reloaded) {
         self.last_reload_s[what as usize].store(now_us() / 1_000_000, Relaxed);

@@ -8,6 +8,7 @@ mod canary;
 mod cloudtrail;
 mod crash;
 mod detect_pipeline;
+mod failover;
 mod geography;
 mod health;
 mod ingest_kafka;

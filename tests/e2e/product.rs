@@ -441,6 +441,7 @@ fn replay_is_deterministic() {
         admin: Default::default(),
         topics: Default::default(),
         health: Default::default(),
+        changelog: Default::default(),
         source: None,
     };
     let config_path = temp("replay.toml");

@@ -73,7 +73,6 @@ impl Engine {
         }
         store.forget(|s| partitions.contains(&s.position.partition_id()))
     }
-
 }
 
 /// Where `origin` is, with its topic's tag (`last` caches the last topic's:

@@ -475,7 +475,10 @@ fn learned_state_survives_the_changelog_and_a_redelivery_counts_once() {
     let entries = e.checkpoint();
     assert_eq!((entries.len(), e.dirty_tokens()), (1, 0));
     let entry = &entries[0];
-    assert_eq!((entry.key().as_str(), entry.partition()), ("oauth/learned", 3));
+    assert_eq!(
+        (entry.key().as_str(), entry.partition()),
+        ("oauth/learned", 3)
+    );
     let back = crate::changelog::Entry::decode(entry.key().as_bytes(), &entry.value()).unwrap();
     assert_eq!(back.state, state);
     assert_eq!(back.principal.as_deref(), Some("role/etl"));

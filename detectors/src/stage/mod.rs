@@ -38,10 +38,10 @@ use self::owned::Owned;
 pub use self::routes::{Routes, shard_of};
 use crate::changelog::Entry;
 use crate::engine::{Engine, EngineStats};
-use crate::state::PartitionId;
 use crate::geoip::GeoIp;
 use crate::metadata::MetadataStore;
 use crate::policy::RuleConfig;
+use crate::state::PartitionId;
 
 /// Parts queued per shard. Small: a slow shard pushes back on the router.
 const SHARD_QUEUE: usize = 4;
@@ -120,6 +120,26 @@ pub enum Control {
     /// acknowledgements held since its last checkpoint; `done` is done
     /// once every shard's checkpoint is written.
     Checkpoint(Finalizer),
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Control::Upsert(_) => "Upsert",
+            Control::Remove { .. } => "Remove",
+            Control::ReplaceMetadata(_) => "ReplaceMetadata",
+            Control::InstallGeoIp(_) => "InstallGeoIp",
+            Control::ReloadPolicy { .. } => "ReloadPolicy",
+            Control::CountFailedPolicyReload => "CountFailedPolicyReload",
+            Control::Allow(_) => "Allow",
+            Control::Describe { .. } => "Describe",
+            Control::Sync(_) => "Sync",
+            Control::Restore(_) => "Restore",
+            Control::Own(_) => "Own",
+            Control::Disown(..) => "Disown",
+            Control::Checkpoint(_) => "Checkpoint",
+        })
+    }
 }
 
 /// The stage's counters, every shard's added up.
