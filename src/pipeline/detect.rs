@@ -186,12 +186,12 @@ impl GeoIpReloader {
     }
 }
 
-/// Runs the detect stage with `shards` shards until `input` ends (then
-/// every shard flushes) or the revoker cannot record a batch.
+/// Runs the detect stage, with the shards its config asks for, until
+/// `input` ends (then every shard flushes) or the revoker cannot record a
+/// batch.
 pub async fn detect_stage(
     input: mpsc::Receiver<Delivery>,
     engine: Engine,
-    shards: usize,
     control: mpsc::Receiver<Control>,
     reload: ReloadPolicy,
     stats: Arc<FlowStats>,
@@ -199,6 +199,7 @@ pub async fn detect_stage(
     changelog: Option<ChangelogWriter>,
 ) -> Result<(), StageError> {
     let geoip = engine.geoip().map(GeoIp::share);
+    let shards = engine.config().shard_count();
     let stage = DetectStage::new(engine, shards);
     info!(shards = stage.shards(), "Detect stage started.");
     stats.follow_stage(stage.stats());

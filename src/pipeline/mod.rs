@@ -150,7 +150,6 @@ pub async fn run(
         detect_stage(
             rx,
             engine,
-            config.detectors.shard_count(),
             control_rx,
             reload,
             stats.clone(),

@@ -89,7 +89,7 @@ mod tests {
         for (i, p) in [0, 1, 0, 2].into_iter().enumerate() {
             batch
                 .events
-                .push(Event::new(0, &format!("t{i}"), "oauth", "GET /"));
+                .push(Event::new(0, format!("t{i}"), "oauth", "GET /"));
             batch.origins.push(Origin {
                 topic: Arc::clone(&topic),
                 partition: p,
