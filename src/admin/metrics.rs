@@ -327,8 +327,50 @@ fn detection(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
             "Checks of the GeoIP, metadata and rule files for changes.",
             s.flow.file_checks.load(Relaxed),
         ),
+        (
+            "tokenwatch_redelivered_events",
+            "Events read again after a failover or restart that their token's restored state had already applied: not counted twice.",
+            e.redelivered_events,
+        ),
     ] {
         counter(enc, name, help, v)?;
+    }
+    if let Some(c) = s.flow.changelog.get() {
+        for (name, help, v) in [
+            (
+                "tokenwatch_changelog_records_written",
+                "Per-token state records checkpointed to the changelog topic.",
+                c.records_written.load(Relaxed),
+            ),
+            (
+                "tokenwatch_changelog_bytes_written",
+                "Key and value bytes of the checkpointed records (before compression).",
+                c.bytes_written.load(Relaxed),
+            ),
+            (
+                "tokenwatch_changelog_records_restored",
+                "State records read back from the changelog on assignment.",
+                c.records_restored.load(Relaxed),
+            ),
+            (
+                "tokenwatch_changelog_bad_records",
+                "Changelog records that could not be read and were skipped.",
+                c.bad_records.load(Relaxed),
+            ),
+            (
+                "tokenwatch_changelog_restores",
+                "Restores of assigned partitions' state.",
+                c.restores.load(Relaxed),
+            ),
+        ] {
+            counter(enc, name, help, v)?;
+        }
+        gauge(
+            enc,
+            "tokenwatch_changelog_restore_seconds",
+            "Time spent restoring state, over every restore.",
+            c.restore_ms.load(Relaxed) as f64 / 1000.0,
+        )?;
     }
     gauge(
         enc,
