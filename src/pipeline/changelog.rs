@@ -117,6 +117,10 @@ pub struct ChangelogStats {
     pub restore_ms: AtomicU64,
 }
 
+/// How long a checkpoint is written again before detection stops (and
+/// its batches stay unacknowledged, read again after a restart).
+pub const WRITE_RETRY_FOR: Duration = Duration::from_secs(120);
+
 /// Writes checkpoints.
 pub struct ChangelogWriter {
     producer: FutureProducer,
@@ -134,7 +138,12 @@ impl ChangelogWriter {
         c.set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "20")
-            .set("compression.type", "lz4");
+            .set("compression.type", "lz4")
+            // After a broker restart, an idempotent producer waits for its
+            // in-flight records to time out before it can go on: with the
+            // default 5 minutes, detection stalled that long. A record that
+            // times out is written again (`write`).
+            .set("message.timeout.ms", "15000");
         Ok(ChangelogWriter {
             producer: c.create()?,
             topic: config.topic.clone(),
@@ -143,8 +152,24 @@ impl ChangelogWriter {
     }
 
     /// Writes `entries` and waits until every one is acknowledged (all
-    /// in-sync replicas).
+    /// in-sync replicas), writing them again after a failure for up to
+    /// [`WRITE_RETRY_FOR`]. Writing a token's record twice is harmless:
+    /// the topic keeps the latest.
     pub async fn write(&self, entries: &[Entry]) -> Result<(), KafkaError> {
+        let deadline = tokio::time::Instant::now() + WRITE_RETRY_FOR;
+        loop {
+            match self.write_once(entries).await {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    warn!(error = %e, tokens = entries.len(), "State checkpoint write failed; writing it again.");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn write_once(&self, entries: &[Entry]) -> Result<(), KafkaError> {
         let mut pending: Vec<DeliveryFuture> = Vec::new();
         let mut bytes = 0u64;
         for entry in entries {

@@ -32,6 +32,19 @@ struct Cluster {
     lives: usize,
     /// Each life's probe port (`/metrics`).
     probes: Vec<u16>,
+    /// Each life's process id: none outlives the test, pass or fail.
+    pids: Vec<u32>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 impl Cluster {
@@ -86,6 +99,7 @@ impl Cluster {
             t0: now / MIN_MS * MIN_MS - 4 * 60 * MIN_MS,
             lives: 0,
             probes: Vec::new(),
+            pids: Vec::new(),
         }
     }
 
@@ -108,11 +122,15 @@ impl Cluster {
             .arg(&self.path)
             .env("RUST_LOG", "info")
             .env(WHSEC_VAR, WHSEC)
-            .env("TOKENWATCH__ADMIN__PROBE_LISTEN", format!("127.0.0.1:{probe}"))
+            .env(
+                "TOKENWATCH__ADMIN__PROBE_LISTEN",
+                format!("127.0.0.1:{probe}"),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
+        self.pids.push(child.id());
         (child, life)
     }
 
@@ -416,14 +434,19 @@ async fn killed_at_random_under_load_every_event_counts_and_each_attack_is_revok
 
     let total = scenario.events.len() as u64;
     let calls = support::revoked_tokens(&issuer);
-    let mut attacks: Vec<String> = scenario.attacks.iter().map(|a| a.token_id.clone()).collect();
+    let mut attacks: Vec<String> = scenario
+        .attacks
+        .iter()
+        .map(|a| a.token_id.clone())
+        .collect();
     attacks.sort();
     eprintln!(
         "fault loop: {total} events, {kills} kills, {read} read (at least {} read again, {skipped} of them already applied), issuer calls {calls:?}",
         read.saturating_sub(total)
     );
     assert_eq!(
-        calls, attacks,
+        calls,
+        attacks,
         "every attack token revoked exactly once, and no benign token (logs in {})",
         cluster.dir.display()
     );

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod broker_restart;
 mod canary;
 mod cloudtrail;
 mod crash;

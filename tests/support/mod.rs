@@ -533,8 +533,13 @@ pub fn fixture_geoip_env() -> [(&'static str, String); 2] {
 /// Committed offsets of `group` summed over `topic`'s partitions, and the
 /// sum of their high watermarks.
 pub fn progress(group: &str, topic: &str, partitions: i32) -> (i64, i64) {
+    progress_on(&brokers(), group, topic, partitions)
+}
+
+/// [`progress`] on the broker at `bootstrap`.
+pub fn progress_on(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> (i64, i64) {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .create()
         .unwrap();
