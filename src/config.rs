@@ -141,7 +141,7 @@ impl Config {
         problems.extend(self.admin.validate());
         problems.extend(self.topics.validate());
         problems.extend(self.health.validate());
-        problems.extend(self.changelog.validate(&self.ingest.topics));
+        problems.extend(self.changelog.validate(&self.ingest));
         if self.revoker.ledger_topic == self.ingest.dead_letter_topic
             || self.ingest.topics.contains(&self.revoker.ledger_topic)
         {

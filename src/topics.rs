@@ -99,8 +99,13 @@ const COMPACT_STATE: (&str, &str, &str) = (
     "deleting a token's only record would forget what it learned",
 );
 
+/// How long the repartition topic keeps a record: longer than any outage
+/// (the source's offsets are committed once a record is in it).
+const REPARTITION_RETENTION_MS: u64 = 7 * 86_400_000;
+
 /// The internal topics `config` uses; `input_partitions` is how many
-/// partitions the input topic has, if it exists.
+/// partitions detection's input topic has (the source, or with
+/// repartition the internal topic, else the source), if known.
 pub fn specs(config: &Config, input_partitions: Option<i32>) -> Vec<Spec> {
     let compacted = |name: &str, purpose| Spec {
         name: name.to_string(),
@@ -133,6 +138,21 @@ pub fn specs(config: &Config, input_partitions: Option<i32>) -> Vec<Spec> {
         compacted(&config.revoker.ledger_topic, "revocation ledger"),
         dead_letter(&config.ingest.dead_letter_topic, "dead letters"),
     ];
+    if config.ingest.repartition {
+        let partitions = input_partitions.unwrap_or(1).max(1);
+        out.push(Spec {
+            name: config.ingest.repartition_topic(),
+            purpose: "repartition step",
+            partitions,
+            configs: vec![
+                ("cleanup.policy", "delete".into()),
+                ("retention.ms", REPARTITION_RETENTION_MS.to_string()),
+            ],
+            required: Vec::new(),
+            essential: true,
+            min_partitions: 1,
+        });
+    }
     if config.changelog.enabled {
         let partitions = input_partitions.unwrap_or(1).max(1);
         // Compacted to the latest record per token, and a token idle for
@@ -181,11 +201,20 @@ pub async fn ensure(config: &Config, create: bool) -> anyhow::Result<Vec<(Spec, 
     let admin: AdminClient<DefaultClientContext> = config.kafka().create()?;
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
     let mut out = Vec::new();
-    let input = config
+    let source = config
         .ingest
         .topics
-        .first()
-        .and_then(|t| existing.get(t).copied());
+        .iter()
+        .filter_map(|t| existing.get(t).copied())
+        .max();
+    let input = if config.ingest.repartition {
+        existing
+            .get(&config.ingest.repartition_topic())
+            .copied()
+            .or(source)
+    } else {
+        source
+    };
     for spec in specs(config, input) {
         let outcome = if let Some(&partitions) = existing.get(&spec.name) {
             if partitions < spec.min_partitions {
@@ -410,6 +439,31 @@ mod tests {
         }
         // Without webhooks there is no outbox to create.
         assert_eq!(super::specs(&config(false), None).len(), 2);
+    }
+
+    #[test]
+    fn the_changelog_and_repartition_topics_are_partitioned_like_the_input() {
+        let mut c = config(false);
+        c.changelog.enabled = true;
+        c.ingest.repartition = true;
+        let specs = specs(&c, Some(12));
+        let find = |name: &str| specs.iter().find(|s| s.name == name).unwrap();
+        // retention.ms is the store's idle_expiry (14 days by default).
+        let state = find("tokenwatch-state");
+        assert_eq!((state.partitions, state.min_partitions), (12, 12));
+        assert!(state.essential);
+        assert!(
+            state
+                .configs
+                .contains(&("cleanup.policy", "compact,delete".into()))
+        );
+        assert_eq!(
+            create_command(state),
+            "kafka-topics --bootstrap-server BROKERS --create --topic tokenwatch-state --partitions 12 --config cleanup.policy=[compact,delete] --config retention.ms=1209600000"
+        );
+        let hop = find("tokenwatch-repartition");
+        assert_eq!(hop.partitions, 12);
+        assert!(hop.configs.contains(&("cleanup.policy", "delete".into())));
     }
 
     #[test]

@@ -133,6 +133,15 @@ pub struct IngestConfig {
     /// `cooperative-sticky` (only moved partitions pause) or `eager`.
     #[serde(default)]
     pub assignment: Assignment,
+    /// For sources not keyed by token: re-key every decoded event by
+    /// `issuer/token_id` through `repartition_topic` before detection, so
+    /// each token's events meet in one instance.
+    #[serde(default)]
+    pub repartition: bool,
+    /// The internal topic of the repartition step (default
+    /// `<group_id>-repartition`).
+    #[serde(default)]
+    pub repartition_topic: Option<String>,
     /// How long shutdown waits for in-flight batches to be acknowledged
     /// before committing what is done.
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
@@ -234,6 +243,8 @@ impl IngestConfig {
             batch_linger: default_batch_linger(),
             start_from: StartFrom::default(),
             assignment: Assignment::default(),
+            repartition: false,
+            repartition_topic: None,
             drain_timeout: default_drain_timeout(),
             fingerprint_key_env: default_fingerprint_key_env(),
             properties: BTreeMap::new(),
@@ -256,6 +267,29 @@ impl IngestConfig {
                     .max_past_age
                     .map(|d| d.as_millis().min(i64::MAX as u128) as i64),
             })
+    }
+
+    /// The repartition step's internal topic.
+    pub fn repartition_topic(&self) -> String {
+        self.repartition_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-repartition", self.group_id))
+    }
+
+    /// With `repartition`, the two hops: the first reads the source topics
+    /// (its own consumer group, `<group_id>-repartition`), decodes and
+    /// dead-letters as ever; the second reads the re-keyed canonical events
+    /// of the internal topic, in the configured group.
+    pub fn repartition_hops(&self) -> (IngestConfig, IngestConfig) {
+        let mut first = self.clone();
+        first.group_id = format!("{}-repartition", self.group_id);
+        first.repartition = false;
+        let mut second = self.clone();
+        second.topics = vec![self.repartition_topic()];
+        second.format = Format::Canonical;
+        second.issuer = None;
+        second.repartition = false;
+        (first, second)
     }
 
     /// Every problem with this section, each prefixed with its key.
@@ -281,6 +315,18 @@ impl IngestConfig {
                 "dead_letter_topic",
                 format!("{:?} {msg}", self.dead_letter_topic),
             );
+        }
+        if self.repartition {
+            let topic = self.repartition_topic();
+            if let Some(msg) = topic_name_problem(&topic) {
+                problem("repartition_topic", format!("{topic:?} {msg}"));
+            }
+            if self.topics.contains(&topic) || topic == self.dead_letter_topic {
+                problem(
+                    "repartition_topic",
+                    "must differ from the input and dead-letter topics".into(),
+                );
+            }
         }
         if let Some(topic) = &self.metadata_topic {
             if let Some(msg) = topic_name_problem(topic) {

@@ -81,11 +81,17 @@ impl Default for ChangelogConfig {
 }
 
 impl ChangelogConfig {
-    pub fn validate(&self, input_topics: &[String]) -> Vec<String> {
+    pub fn validate(&self, ingest: &ingest::IngestConfig) -> Vec<String> {
         let mut problems = Vec::new();
         if !self.enabled {
             return problems;
         }
+        // With repartition, detection reads one topic: the internal one.
+        let input_topics = if ingest.repartition {
+            vec![ingest.repartition_topic()]
+        } else {
+            ingest.topics.clone()
+        };
         if self.interval < Duration::from_millis(100) {
             problems.push("changelog.interval: at least 100ms".into());
         }
@@ -94,7 +100,7 @@ impl ChangelogConfig {
         }
         if input_topics.len() != 1 {
             problems.push(format!(
-                "changelog.enabled: the changelog is partitioned like the input, so it needs exactly one input topic (ingest.topics has {})",
+                "changelog.enabled: the changelog is partitioned like the input, so it needs exactly one input topic (ingest.topics has {}), or ingest.repartition",
                 input_topics.len()
             ));
         }

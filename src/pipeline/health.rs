@@ -213,9 +213,13 @@ pub async fn monitor(
     loop {
         ticker.tick().await;
         let now_ms = super::stats::now_us() / 1000;
+        // With repartition, the source topics' hop counts too.
+        let first = stats.repartition.get();
         let figures = Figures {
-            lag: metrics.consumer_lag.load(Relaxed),
-            dead_lettered: metrics.dead_lettered_total(),
+            lag: metrics.consumer_lag.load(Relaxed)
+                + first.map_or(0, |m| m.consumer_lag.load(Relaxed)),
+            dead_lettered: metrics.dead_lettered_total()
+                + first.map_or(0, |m| m.dead_lettered_total()),
             restoring_ms: stats.restore().since_ms.map(|since| now_ms - since),
         };
         let change = health.check(&config, now_ms, figures);

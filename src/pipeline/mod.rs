@@ -14,6 +14,7 @@
 pub mod changelog;
 mod detect;
 pub mod health;
+mod repartition;
 mod stats;
 
 use std::future::Future;
@@ -66,7 +67,24 @@ pub async fn run(
     stats: Arc<FlowStats>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut source = KafkaSource::build(&config.ingest, metrics.clone())?;
+    // With repartition, `source` reads the internal topic (detection's
+    // hop) and `first_hop` the source topics.
+    let (mut source, first_hop) = if config.ingest.repartition {
+        let (first, second) = config.ingest.repartition_hops();
+        let first_metrics = Arc::new(IngestMetrics::default());
+        let _ = stats.repartition.set(first_metrics.clone());
+        let first_source = KafkaSource::build(&first, first_metrics)
+            .context("cannot read the source topics for the repartition step")?;
+        let forwarder =
+            repartition::Forwarder::build(&config.kafka(), config.ingest.repartition_topic())
+                .context("cannot create the repartition producer")?;
+        (
+            KafkaSource::build(&second, metrics.clone())?,
+            Some((first_source, forwarder)),
+        )
+    } else {
+        (KafkaSource::build(&config.ingest, metrics.clone())?, None)
+    };
     let (commands, command_rx) = mpsc::channel::<Command>(64);
     let (revoker_metrics, webhook_metrics) = (revoker.metrics(), revoker.webhook_metrics());
     let revoking = tokio::spawn(revoker.run(command_rx));
@@ -159,11 +177,13 @@ pub async fn run(
         .instrument(info_span!("detect")),
     );
     let mut shutdown = std::pin::pin!(shutdown);
-    let ingest = if metadata_applied(&stats, &metadata_progress, shutdown.as_mut()).await {
-        source.run(tx, shutdown).await
-    } else {
+    let ingest = if !metadata_applied(&stats, &metadata_progress, shutdown.as_mut()).await {
         drop(tx);
         Ok(())
+    } else if let Some((first, forwarder)) = first_hop {
+        run_hops(first, forwarder, source, tx, shutdown).await
+    } else {
+        source.run(tx, shutdown).await.map_err(Into::into)
     };
     let stage = stage.await?;
     // The admin API holds a handle on the revoker: stop it (and the other
@@ -174,7 +194,51 @@ pub async fn run(
     }
     revoking.await?;
     stage?;
-    Ok(ingest?)
+    ingest
+}
+
+/// Runs the repartition step's two hops until `shutdown`, or until one of
+/// them stops (then the others stop too).
+async fn run_hops(
+    first: KafkaSource,
+    forwarder: repartition::Forwarder,
+    detection: KafkaSource,
+    to_detect: mpsc::Sender<ingest::Delivery>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let (to_forward, forwarded) = mpsc::channel(STAGE_CHANNEL_BATCHES);
+    let (first, forwarding, second, ()) = tokio::join!(
+        async {
+            let r = first.run(to_forward, stopped(stopping.clone())).await;
+            stop.send_replace(true);
+            r
+        },
+        async {
+            let r = forwarder.run(forwarded).await;
+            stop.send_replace(true);
+            r
+        },
+        async {
+            let r = detection.run(to_detect, stopped(stopping.clone())).await;
+            stop.send_replace(true);
+            r
+        },
+        async {
+            let mut rx = stopping.clone();
+            tokio::select! {
+                () = shutdown => {}
+                _ = rx.wait_for(|s| *s) => {}
+            }
+            stop.send_replace(true);
+        },
+    );
+    forwarding?;
+    first.context("the repartition step's source")?;
+    Ok(second?)
 }
 
 /// Waits until the detect stage has applied the token-metadata topic as it

@@ -45,6 +45,9 @@ pub struct FlowStats {
     restore: Mutex<super::changelog::RestoreProgress>,
     /// The state changelog's counters, when it is on.
     pub changelog: std::sync::OnceLock<std::sync::Arc<super::changelog::ChangelogStats>>,
+    /// The repartition step's first hop (reading the source topics), when
+    /// it is on; the main ingest counters are then detection's hop.
+    pub repartition: std::sync::OnceLock<std::sync::Arc<ingest::IngestMetrics>>,
 }
 
 /// What a successful reload put in force.
@@ -94,6 +97,7 @@ impl Default for FlowStats {
             degraded: Default::default(),
             restore: Mutex::default(),
             changelog: std::sync::OnceLock::new(),
+            repartition: std::sync::OnceLock::new(),
         }
     }
 }

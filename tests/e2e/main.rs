@@ -19,6 +19,7 @@ mod metadata_topic;
 mod product;
 mod race;
 mod reload;
+mod repartition;
 mod revoker;
 mod rules;
 mod topics;
