@@ -200,12 +200,14 @@ impl Health {
 }
 
 /// Checks the budgets every `check_interval` until aborted, sending each
-/// change to the revoker as a system alert.
+/// change to the revoker as a system alert, and to the detect stage (rules
+/// with `when_degraded` fail closed meanwhile).
 pub async fn monitor(
     config: HealthConfig,
     metrics: Arc<IngestMetrics>,
     stats: Arc<FlowStats>,
     revoker: mpsc::Sender<Command>,
+    stage: mpsc::Sender<super::Control>,
 ) {
     let mut ticker = tokio::time::interval(config.check_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -227,6 +229,11 @@ pub async fn monitor(
             stats.degraded[reason as usize].store(health.is_over(reason), Relaxed);
         }
         let Some(change) = change else { continue };
+        let degraded = matches!(change, Change::Degraded(_));
+        let control = super::Control::Stage(detectors::stage::Control::Degraded(degraded));
+        if stage.send(control).await.is_err() {
+            return;
+        }
         let alert = match change {
             Change::Degraded(over) => {
                 let message = over
@@ -283,6 +290,39 @@ mod tests {
             dead_lettered,
             restoring_ms: None,
         }
+    }
+
+    /// Time is tokio's paused clock: the ticks come at once, no sleeping.
+    #[tokio::test(start_paused = true)]
+    async fn the_monitor_alerts_and_tells_the_stage_to_fail_closed_then_recover() {
+        use detectors::stage;
+        let metrics = Arc::new(IngestMetrics::default());
+        let stats = Arc::new(FlowStats::default());
+        let (revoker, mut commands) = mpsc::channel(8);
+        let (to_stage, mut controls) = mpsc::channel(8);
+        metrics.consumer_lag.store(5_000, Relaxed);
+        let task = tokio::spawn(monitor(
+            config(),
+            metrics.clone(),
+            stats.clone(),
+            revoker,
+            to_stage,
+        ));
+        let degraded = |c: Option<super::super::Control>| match c {
+            Some(super::super::Control::Stage(stage::Control::Degraded(d))) => d,
+            other => panic!("a Degraded control expected, got {other:?}"),
+        };
+        let kind = |c: Option<Command>| match c {
+            Some(Command::Decisions { alerts, .. }) => alerts[0].kind,
+            _ => panic!("a system alert expected"),
+        };
+        assert!(degraded(controls.recv().await));
+        assert_eq!(kind(commands.recv().await), "detector_degraded");
+        assert!(stats.degraded[Reason::ConsumerLag as usize].load(Relaxed));
+        metrics.consumer_lag.store(0, Relaxed);
+        assert!(!degraded(controls.recv().await));
+        assert_eq!(kind(commands.recv().await), "detector_recovered");
+        task.abort();
     }
 
     #[test]

@@ -116,6 +116,7 @@ pub async fn run(
         metrics.clone(),
         stats.clone(),
         commands.clone(),
+        control_tx.clone(),
     )));
     if config.admin.enabled {
         let state = crate::admin::AdminState {

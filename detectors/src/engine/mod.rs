@@ -467,10 +467,17 @@ impl Engine {
         }
     }
 
-    fn install_policy(&mut self, policy: PolicySet) {
+    fn install_policy(&mut self, mut policy: PolicySet) {
         self.policy_stats.plans += policy.plans();
         self.policy_stats.rules = policy.len();
+        policy.set_degraded(self.policy.is_degraded());
         self.policy = policy;
+    }
+
+    /// Detection is degraded (a health budget is exceeded), or no longer:
+    /// rules with `when_degraded` take that stricter action meanwhile.
+    pub fn set_degraded(&mut self, degraded: bool) {
+        self.policy.set_degraded(degraded);
     }
 
     /// Compiles a new rule set and puts it in force. If any rule is bad,

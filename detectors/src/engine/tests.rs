@@ -270,9 +270,67 @@ fn rule(name: &str, when: &str, action: crate::policy::RuleAction) -> crate::pol
         name: name.into(),
         when: when.into(),
         action,
+        when_degraded: None,
         severity: crate::policy::Severity::Medium,
         description: None,
     }
+}
+
+#[test]
+fn a_rule_fails_closed_while_detection_is_degraded() {
+    use crate::policy::RuleAction;
+    let mut iam_write = rule(
+        "iam_write",
+        "action LIKE 'iam:Create%' OR action LIKE 'iam:Put%'",
+        RuleAction::Alert,
+    );
+    iam_write.when_degraded = Some(RuleAction::Revoke);
+    let mut e = policy_engine(vec![iam_write.clone()]).unwrap();
+    let call = |token: &str, minute: i64| {
+        let mut ev = raw(T0_MS + minute * MIN_MS, token, "81.2.69.160");
+        ev.action = "iam:CreateAccessKey".into();
+        ev
+    };
+    let action = |out: &DecisionOutput| out.decisions.first().map(|d| d.action);
+    assert_eq!(
+        action(&run(&mut e, vec![call("a", 0)])),
+        Some(Action::Alert)
+    );
+
+    e.set_degraded(true);
+    let out = run(&mut e, vec![call("b", 1)]);
+    assert_eq!(action(&out), Some(Action::Revoke), "fail closed");
+    let finding = &out.decisions[0].findings[0];
+    assert_eq!(finding.evidence.facts["degraded"], true);
+    assert!(
+        finding.summary.contains("detection is degraded"),
+        "{}",
+        finding.summary
+    );
+    // A reload keeps the state of health.
+    e.reload_policy(std::slice::from_ref(&iam_write)).unwrap();
+    assert_eq!(
+        action(&run(&mut e, vec![call("c", 2)])),
+        Some(Action::Revoke)
+    );
+
+    e.set_degraded(false);
+    let out = run(&mut e, vec![call("d", 3)]);
+    assert_eq!(action(&out), Some(Action::Alert));
+    assert!(
+        !out.decisions[0].findings[0]
+            .evidence
+            .facts
+            .contains_key("degraded")
+    );
+
+    // It may only be stricter.
+    let mut weaker = rule("weaker", "true", RuleAction::Revoke);
+    weaker.when_degraded = Some(RuleAction::Alert);
+    let Err(BuildError::Policy(problems)) = policy_engine(vec![weaker]) else {
+        panic!("a weaker when_degraded must be refused");
+    };
+    assert!(problems[0].contains("at least as strict"), "{problems:?}");
 }
 
 #[test]

@@ -31,6 +31,11 @@ pub struct RuleConfig {
     /// `score` to only add the severity to the token's risk.
     #[serde(default)]
     pub action: RuleAction,
+    /// A stricter action while detection is degraded (a health budget is
+    /// exceeded: lag, dead letters, a slow restore): fail closed, e.g.
+    /// `revoke` for a rule that alerts. Must not be weaker than `action`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_degraded: Option<RuleAction>,
     #[serde(default)]
     pub severity: Severity,
     /// Shown in the finding's summary.
@@ -38,7 +43,7 @@ pub struct RuleConfig {
     pub description: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleAction {
     Score,

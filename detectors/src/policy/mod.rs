@@ -125,6 +125,8 @@ pub struct RuleStats {
 /// A compiled rule set.
 pub struct PolicySet {
     rules: Vec<Rule>,
+    /// Detection is degraded: rules with `when_degraded` act on it.
+    degraded: bool,
     plans: u64,
     /// Per [`policy_schema`] column: whether some rule reads it.
     read: Vec<bool>,
@@ -134,6 +136,7 @@ impl PolicySet {
     pub fn empty() -> Self {
         PolicySet {
             rules: Vec::new(),
+            degraded: false,
             plans: 0,
             read: vec![false; SCHEMA.fields().len()],
         }
@@ -162,6 +165,16 @@ impl PolicySet {
             }
             if !names.insert(name.as_str()) {
                 problems.push(format!("rule `{name}`: the name is used twice"));
+                continue;
+            }
+            if rule
+                .when_degraded
+                .is_some_and(|strict| strict < rule.action)
+            {
+                problems.push(format!(
+                    "rule `{name}`: when_degraded must be at least as strict as action ({:?})",
+                    rule.action
+                ));
                 continue;
             }
             let planned = ctx
@@ -201,6 +214,7 @@ impl PolicySet {
             }
             Ok(PolicySet {
                 rules: compiled,
+                degraded: false,
                 plans,
                 read,
             })
@@ -275,6 +289,9 @@ impl PolicySet {
     ) -> Finding {
         let rule = &self.rules[index].config;
         let what = rule.description.as_deref().unwrap_or(&rule.when);
+        let strict = rule
+            .when_degraded
+            .filter(|strict| self.degraded && *strict > rule.action);
         let mut evidence = Evidence {
             events: vec![EventRef::new(
                 event.request_id.as_deref(),
@@ -292,14 +309,32 @@ impl PolicySet {
         if let Some(age) = token_age_s {
             evidence = evidence.fact("token_age_s", age);
         }
+        let mut summary = format!("rule {} matched: {what}", rule.name);
+        if let Some(strict) = strict {
+            evidence = evidence.fact("degraded", true);
+            summary.push_str(&format!(
+                " ({strict:?}, not {:?}: detection is degraded, so this rule fails closed)",
+                rule.action
+            ));
+        }
         Finding::new(
             DetectorKind::Policy,
             "rule",
             rule.severity.score(),
-            format!("rule {} matched: {what}", rule.name),
+            summary,
             evidence,
         )
-        .with_action(rule.action.forced())
+        .with_action(strict.unwrap_or(rule.action).forced())
+    }
+
+    /// Detection is degraded (or no longer): rules with `when_degraded`
+    /// take that action meanwhile.
+    pub fn set_degraded(&mut self, degraded: bool) {
+        self.degraded = degraded;
+    }
+
+    pub fn is_degraded(&self) -> bool {
+        self.degraded
     }
 
     pub fn stats(&self) -> Vec<RuleStats> {

@@ -8,6 +8,7 @@ fn rule(name: &str, when: &str) -> RuleConfig {
         name: name.into(),
         when: when.into(),
         action: RuleAction::Alert,
+        when_degraded: None,
         severity: Severity::High,
         description: None,
     }

@@ -120,6 +120,8 @@ pub enum Control {
     /// acknowledgements held since its last checkpoint; `done` is done
     /// once every shard's checkpoint is written.
     Checkpoint(Finalizer),
+    /// Detection is degraded, or no longer ([`Engine::set_degraded`]).
+    Degraded(bool),
 }
 
 impl std::fmt::Debug for Control {
@@ -138,6 +140,7 @@ impl std::fmt::Debug for Control {
             Control::Own(_) => "Own",
             Control::Disown(..) => "Disown",
             Control::Checkpoint(_) => "Checkpoint",
+            Control::Degraded(_) => "Degraded",
         })
     }
 }
@@ -296,6 +299,7 @@ enum ShardControl {
     Restore(Vec<Entry>),
     Forget(Arc<Vec<PartitionId>>, oneshot::Sender<usize>),
     Checkpoint(Finalizer),
+    Degraded(bool),
 }
 
 struct Router {
@@ -494,6 +498,11 @@ impl Router {
                     let _ = reply.send(forgotten);
                 });
             }
+            Control::Degraded(degraded) => {
+                for q in &self.queues {
+                    ok &= send(q, ShardControl::Degraded(degraded)).await;
+                }
+            }
             Control::Checkpoint(done) => {
                 for q in &self.queues {
                     ok &= send(q, ShardControl::Checkpoint(done.part())).await;
@@ -665,6 +674,7 @@ impl Shard {
             }
             // Handled in `run`: it sends.
             ShardControl::Checkpoint(done) => done.done(),
+            ShardControl::Degraded(degraded) => engine.set_degraded(degraded),
         }
         if counted {
             self.stats.set(self.index, self.engine.stats());
