@@ -20,6 +20,7 @@
 //! the last pipeline drain (CPU time per event; shards run in parallel).
 
 mod latency;
+mod restore;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -62,6 +63,10 @@ pub struct BenchOptions {
     /// Also write every figure here, as JSON.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// Measure only the state changelog: checkpoint this many tokens'
+    /// learned states, then restore them all into a fresh detect stage.
+    #[arg(long)]
+    pub restore: Option<usize>,
 }
 
 /// Nanoseconds per event in each step, from the pipeline's counters.
@@ -365,8 +370,11 @@ fn bench_geoip() -> anyhow::Result<Vec<(String, String)>> {
 }
 
 /// Runs the bench, then deletes the topics it made, whatever the outcome.
-pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
-    let report = measure(options).await;
+pub async fn run(options: BenchOptions) -> anyhow::Result<Option<BenchReport>> {
+    let report = match options.restore {
+        Some(tokens) => restore::run(&options, tokens).await.map(|()| None),
+        None => measure(options).await.map(Some),
+    };
     delete_created_topics().await;
     report
 }

@@ -373,7 +373,7 @@ pub async fn checkpoint_every(interval: Duration, control: mpsc::Sender<Control>
     }
 }
 
-enum Read {
+pub(crate) enum Read {
     Complete,
     TimedOut,
 }
@@ -381,7 +381,7 @@ enum Read {
 /// Reads changelog `partitions` from their start to their end as they are
 /// now, sending the entries in chunks.
 #[allow(clippy::too_many_arguments)]
-fn read(
+pub(crate) fn read(
     kafka: &ClientConfig,
     topic: &str,
     group: &str,
