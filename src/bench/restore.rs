@@ -27,7 +27,7 @@ use crate::pipeline::changelog::{self, ChangelogConfig, ChangelogStats, Changelo
 const PARTITIONS: i32 = 8;
 
 /// Learned states to give out: the scenario's tokens after its traffic.
-fn learned_states(config: &Config) -> Vec<Entry> {
+fn learned_states() -> Vec<Entry> {
     let scenario =
         crate::scenario::Scenario::generate(7, 2000, 1_795_813_200_000, 86_400_000, 200_000);
     let mut engine = Engine::with_parts(
@@ -37,7 +37,6 @@ fn learned_states(config: &Config) -> Vec<Entry> {
         Default::default(),
     )
     .with_changelog();
-    let _ = config;
     let mut events = scenario.events.clone();
     let origins: Vec<schemas::Origin> = (0..events.len() as i64)
         .map(|offset| schemas::Origin {
@@ -58,7 +57,7 @@ pub async fn run(options: &BenchOptions, tokens: usize) -> anyhow::Result<()> {
     let brokers = std::env::var("TOKENWATCH_TEST_BROKERS").unwrap_or(config.ingest.brokers.clone());
     let topic = unique("bench-state");
     create_topic(&brokers, &topic, PARTITIONS).await?;
-    let learned = learned_states(&config);
+    let learned = learned_states();
     anyhow::ensure!(!learned.is_empty(), "no learned state to give out");
     println!(
         "{} learned states; writing {tokens} tokens' records to {topic} ({PARTITIONS} partitions) ...",

@@ -26,7 +26,7 @@ use detectors::state::{PartitionId, topic_tag};
 use ingest::ack::TopicPartition;
 use ingest::rebalance::{BoxFuture, PartitionHook};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -36,6 +36,7 @@ use tracing::{error, info, warn};
 
 use super::FlowStats;
 use super::detect::Control;
+use super::produce::{acknowledged, queue};
 
 /// `[changelog]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,21 +163,14 @@ impl ChangelogWriter {
     /// [`WRITE_RETRY_FOR`]. Writing a token's record twice is harmless:
     /// the topic keeps the latest.
     pub async fn write(&self, entries: &[Entry]) -> Result<(), KafkaError> {
-        let deadline = tokio::time::Instant::now() + WRITE_RETRY_FOR;
-        loop {
-            match self.write_once(entries).await {
-                Ok(()) => return Ok(()),
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    warn!(error = %e, tokens = entries.len(), "State checkpoint write failed; writing it again.");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        super::produce::retried("State checkpoint write", WRITE_RETRY_FOR, || {
+            self.write_once(entries)
+        })
+        .await
     }
 
     async fn write_once(&self, entries: &[Entry]) -> Result<(), KafkaError> {
-        let mut pending: Vec<DeliveryFuture> = Vec::new();
+        let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(entries.len());
         let mut bytes = 0u64;
         for entry in entries {
             let (key, value) = (entry.key(), entry.value());
@@ -187,41 +181,15 @@ impl ChangelogWriter {
             if entry.partition() >= 0 {
                 record = record.partition(entry.partition());
             }
-            loop {
-                match self.producer.send_result(record) {
-                    Ok(delivery) => {
-                        pending.push(delivery);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        await_all(std::mem::take(&mut pending)).await?;
-                        if pending.is_empty() {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                    }
-                    Err((e, _)) => return Err(e),
-                }
-            }
+            queue(&self.producer, &mut pending, record).await?;
         }
-        await_all(pending).await?;
+        acknowledged(pending).await?;
         self.stats
             .records_written
             .fetch_add(entries.len() as u64, Relaxed);
         self.stats.bytes_written.fetch_add(bytes, Relaxed);
         Ok(())
     }
-}
-
-async fn await_all(pending: Vec<DeliveryFuture>) -> Result<(), KafkaError> {
-    for delivery in pending {
-        match delivery.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => return Err(e),
-            Err(_) => return Err(KafkaError::Canceled),
-        }
-    }
-    Ok(())
 }
 
 /// Restore progress, for `/readyz` and the log.

@@ -14,6 +14,7 @@
 pub mod changelog;
 mod detect;
 pub mod health;
+mod produce;
 mod repartition;
 mod stats;
 

@@ -20,10 +20,11 @@ use std::time::Duration;
 
 use ingest::Delivery;
 use rdkafka::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio::sync::mpsc;
-use tracing::warn;
+
+use super::produce::{acknowledged, queue, retried};
 
 /// How long a batch's events are written again before the step stops (its
 /// batch stays unacknowledged and is read again after a restart).
@@ -51,22 +52,13 @@ impl Forwarder {
     /// ends. An error stops it (the delivery in hand stays unacknowledged).
     pub async fn run(self, mut input: mpsc::Receiver<Delivery>) -> anyhow::Result<()> {
         while let Some(delivery) = input.recv().await {
-            let deadline = tokio::time::Instant::now() + WRITE_RETRY_FOR;
-            loop {
-                match self.write(&delivery).await {
-                    Ok(()) => break,
-                    Err(e) if tokio::time::Instant::now() < deadline => {
-                        warn!(error = %e, events = delivery.batch.len(), "Repartition write failed; writing the batch again.");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    Err(e) => {
-                        return Err(anyhow::anyhow!(
-                            "cannot write to the repartition topic {}: {e}",
-                            self.topic
-                        ));
-                    }
-                }
-            }
+            retried("Repartition write", WRITE_RETRY_FOR, || {
+                self.write(&delivery)
+            })
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot write to the repartition topic {}: {e}", self.topic)
+            })?;
             delivery.ack.done();
         }
         Ok(())
@@ -84,34 +76,8 @@ impl Forwarder {
             if let Some(ts) = origin.kafka_ts_ms {
                 record = record.timestamp(ts);
             }
-            loop {
-                match self.producer.send_result(record) {
-                    Ok(d) => {
-                        pending.push(d);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        for d in std::mem::take(&mut pending) {
-                            delivered(d).await?;
-                        }
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    Err((e, _)) => return Err(e),
-                }
-            }
+            queue(&self.producer, &mut pending, record).await?;
         }
-        for d in pending {
-            delivered(d).await?;
-        }
-        Ok(())
-    }
-}
-
-async fn delivered(d: DeliveryFuture) -> Result<(), KafkaError> {
-    match d.await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((e, _))) => Err(e),
-        Err(_) => Err(KafkaError::Canceled),
+        acknowledged(pending).await
     }
 }

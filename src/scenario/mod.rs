@@ -154,6 +154,13 @@ const ACTION_SETS: [&[&str]; 3] = [
 ];
 
 impl Scenario {
+    /// The attack tokens, sorted: what a run should revoke, each once.
+    pub fn attack_tokens(&self) -> Vec<String> {
+        let mut tokens: Vec<String> = self.attacks.iter().map(|a| a.token_id.clone()).collect();
+        tokens.sort();
+        tokens
+    }
+
     /// `benign` normal tokens plus one token per attack, over `duration_ms`
     /// of virtual time. Each benign token calls every `mean_interval_ms` on
     /// average (diurnal: busier mid-day), from one home address.

@@ -59,8 +59,7 @@ fn the_engine_revokes_exactly_the_attack_tokens() {
         .collect();
     revoked.sort();
     revoked.dedup();
-    let mut expected: Vec<String> = s.attacks.iter().map(|a| a.token_id.clone()).collect();
-    expected.sort();
+    let expected = s.attack_tokens();
     let benign_alerts: Vec<String> = out
         .decisions
         .iter()

@@ -200,12 +200,7 @@ async fn a_broker_restart_under_load_pauses_the_pipeline_and_loses_nothing() {
         },
     )
     .await;
-    let mut attacks: Vec<String> = scenario
-        .attacks
-        .iter()
-        .map(|a| a.token_id.clone())
-        .collect();
-    attacks.sort();
+    let attacks = scenario.attack_tokens();
     until("the five revocations", Duration::from_secs(30), || {
         support::revoked_tokens(&issuer) == attacks
     })

@@ -434,12 +434,7 @@ async fn killed_at_random_under_load_every_event_counts_and_each_attack_is_revok
 
     let total = scenario.events.len() as u64;
     let calls = support::revoked_tokens(&issuer);
-    let mut attacks: Vec<String> = scenario
-        .attacks
-        .iter()
-        .map(|a| a.token_id.clone())
-        .collect();
-    attacks.sort();
+    let attacks = scenario.attack_tokens();
     eprintln!(
         "fault loop: {total} events, {kills} kills, {read} read (at least {} read again, {skipped} of them already applied), issuer calls {calls:?}",
         read.saturating_sub(total)

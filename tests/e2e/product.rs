@@ -83,15 +83,7 @@ async fn run_revokes_exactly_the_scripted_attacks_and_reports_them() {
         || run.stats.events.load(Relaxed) >= total,
     )
     .await;
-    let attack_tokens: Vec<String> = {
-        let mut t: Vec<String> = scenario
-            .attacks
-            .iter()
-            .map(|a| a.token_id.clone())
-            .collect();
-        t.sort();
-        t
-    };
+    let attack_tokens = scenario.attack_tokens();
     until("five revocations", Duration::from_secs(30), || {
         revoked_tokens(&issuer) == attack_tokens
     })
@@ -358,15 +350,9 @@ async fn graceful_shutdown_under_load_loses_nothing() {
         total,
         "the restart resumed exactly at the committed offsets"
     );
-    let mut attacks: Vec<String> = scenario
-        .attacks
-        .iter()
-        .map(|a| a.token_id.clone())
-        .collect();
-    attacks.sort();
     assert_eq!(
         revoked_tokens(&issuer),
-        attacks,
+        scenario.attack_tokens(),
         "every decision made it, once, across the restart"
     );
 }

@@ -62,12 +62,7 @@ async fn decided(
 async fn an_unkeyed_source_repartitioned_yields_the_keyed_sources_decisions() {
     let scenario = Scenario::generate(5, 1000, 1_795_813_200_000, 3 * 3_600_000, 180_000);
     let total = scenario.events.len() as u64;
-    let mut attacks: Vec<String> = scenario
-        .attacks
-        .iter()
-        .map(|a| a.token_id.clone())
-        .collect();
-    attacks.sort();
+    let attacks = scenario.attack_tokens();
 
     // The keyed source, as ever.
     let keyed_issuer = TestServer::start(Reply::status(200)).await;
