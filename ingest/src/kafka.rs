@@ -77,7 +77,7 @@ impl IngestContext {
         let partitions = partitions_of(tpl);
         let deadline = Instant::now() + self.drain_timeout;
         let settled = block_on(async {
-            let left = settle(&self.acks, consumer, self.hook(), deadline).await;
+            let left = settle(&self.acks, consumer, &self.metrics, self.hook(), deadline).await;
             if let Some(hook) = self.hook() {
                 hook.release(partitions).await;
             }
@@ -502,6 +502,7 @@ impl KafkaSource {
         let left = settle(
             &context.acks,
             &self.consumer,
+            &self.metrics,
             context.hook(),
             drain_deadline,
         )
@@ -731,10 +732,6 @@ impl Loop<'_> {
     }
 
     fn acknowledge(&mut self, seq: u64) {
-        let stored = rebalance::acknowledge(&self.acks, &self.source.consumer, seq);
-        self.source
-            .metrics
-            .offsets_stored
-            .fetch_add(stored as u64, Ordering::Relaxed);
+        rebalance::acknowledge(&self.acks, &self.source.consumer, &self.source.metrics, seq);
     }
 }

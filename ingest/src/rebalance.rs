@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::ack::{OffsetTracker, TopicPartition};
+use crate::metrics::IngestMetrics;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -58,11 +59,12 @@ pub async fn next_ack(acks: &SharedAcks) -> Option<u64> {
     std::future::poll_fn(|cx| lock(acks).rx.poll_recv(cx)).await
 }
 
-/// Acknowledges batch `seq` and stores the offsets it releases. Returns
-/// how many partitions' offsets moved.
+/// Acknowledges batch `seq` and stores the offsets it releases, counting
+/// them in `metrics`. Returns how many partitions' offsets moved.
 pub fn acknowledge<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     acks: &SharedAcks,
     consumer: &C,
+    metrics: &IngestMetrics,
     seq: u64,
 ) -> usize {
     let released = lock(acks).tracker.ack(seq);
@@ -77,6 +79,9 @@ pub fn acknowledge<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
             }
         }
     }
+    metrics
+        .offsets_stored
+        .fetch_add(stored as u64, std::sync::atomic::Ordering::Relaxed);
     stored
 }
 
@@ -88,6 +93,7 @@ pub fn acknowledge<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
 pub async fn settle<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     acks: &SharedAcks,
     consumer: &C,
+    metrics: &IngestMetrics,
     hook: Option<&dyn PartitionHook>,
     deadline: Instant,
 ) -> usize {
@@ -111,7 +117,7 @@ pub async fn settle<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
             }
             match tokio::time::timeout_at(round_end, next_ack(acks)).await {
                 Ok(Some(seq)) => {
-                    acknowledge(acks, consumer, seq);
+                    acknowledge(acks, consumer, metrics, seq);
                 }
                 Ok(None) | Err(_) => break,
             }
