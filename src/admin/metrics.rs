@@ -218,6 +218,37 @@ fn ingest(enc: &mut DescriptorEncoder, s: &AdminState) -> fmt::Result {
         "tokenwatch_consumer_lag",
         "Records behind the end of the assigned partitions.",
         i.consumer_lag.load(Relaxed) as f64,
+    )?;
+    // With ingest.repartition the counters above are detection's hop (the
+    // internal topic); the source topics are read, decoded and
+    // dead-lettered by the first hop.
+    let Some(first) = s.flow.repartition.get() else {
+        return Ok(());
+    };
+    for (name, help, v) in [
+        (
+            "tokenwatch_repartition_records",
+            "Repartition step: records read from the source topics, good and bad.",
+            first.records.load(Relaxed),
+        ),
+        (
+            "tokenwatch_repartition_events",
+            "Repartition step: records decoded into events and re-keyed to the internal topic.",
+            first.events.load(Relaxed),
+        ),
+        (
+            "tokenwatch_repartition_decode_errors",
+            "Repartition step: source records that could not be decoded (all dead-lettered).",
+            first.dead_lettered_total(),
+        ),
+    ] {
+        counter(enc, name, help, v)?;
+    }
+    gauge(
+        enc,
+        "tokenwatch_repartition_consumer_lag",
+        "Repartition step: records behind the end of its assigned source partitions.",
+        first.consumer_lag.load(Relaxed) as f64,
     )
 }
 
