@@ -9,7 +9,15 @@
 //!
 //! Channels are bounded, so a slow stage pushes back on the consumer. A
 //! batch is acknowledged, and its offsets may be stored, only after its
-//! revoke decisions are recorded in the ledger.
+//! revoke decisions are recorded in the ledger (and, with the state
+//! changelog, once a checkpoint covering it is written).
+//!
+//! - [`changelog`]: per-token state checkpointed to a compacted topic and
+//!   restored on assignment (the rebalance hook).
+//! - `repartition`: the first hop for sources not keyed by token.
+//! - [`health`]: budgets whose excess raises `detector_degraded`.
+//! - `detect`: the stage as the pipeline runs it, and its controller.
+//! - `produce`: writing a batch to an internal topic, with retries.
 
 pub mod changelog;
 mod detect;

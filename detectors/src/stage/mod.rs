@@ -21,6 +21,12 @@
 //! [`Finalizer`]. A part with decisions or secrets becomes a
 //! [`DecisionBatch`] whose finalizer the consumer completes once they are
 //! recorded; a part with neither is done at once.
+//!
+//! With the state changelog ([`Engine::with_changelog`]), a shard holds its
+//! parts' acknowledgements until its next checkpoint is handed on behind
+//! its decisions ([`Control::Checkpoint`]), so no offset is stored ahead of
+//! the state written; and the stage judges only the partitions it owns
+//! ([`Control::Own`], once their state is restored).
 
 mod finalizer;
 mod owned;
