@@ -359,9 +359,9 @@ impl Engine {
             } else {
                 ts_s
             };
-            let position = changelog::position_of(&mut self.topic_tag, origin);
             let (state, previous) = self.store.touch(key, clock_s);
             if let Some(dirty) = &mut self.dirty {
+                let position = changelog::position_of(&mut self.topic_tag, origin);
                 // Read again after a failover or restart: already in the
                 // (restored) state, and its decisions already recorded.
                 if previous.is_some() && state.position.covers(&position) {
