@@ -37,7 +37,11 @@ impl Owned {
     /// owned here.
     pub fn keep_owned(&mut self, batch: &mut EventBatch, secrets: &mut Vec<(usize, Secret)>) {
         // The common case, every row owned, allocates nothing.
-        if batch.origins.iter().all(|o| self.owns(&o.topic, o.partition)) {
+        if batch
+            .origins
+            .iter()
+            .all(|o| self.owns(&o.topic, o.partition))
+        {
             return;
         }
         let keep: Vec<bool> = batch
