@@ -658,16 +658,14 @@ async fn webhook_deliveries_pending_at_a_crash_are_sent_after_the_restart() {
     while !delivered(&ids) {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the pending deliveries were not resent: {:?}",
+            "the pending deliveries {ids:?} were not resent: {:?}",
             hooks
                 .requests()
                 .iter()
                 .map(|q| (q.status, q.header("webhook-id").map(str::to_owned)))
                 .collect::<Vec<_>>()
         );
-        hooks
-            .wait_for(hooks.requests().len() + 1, Duration::from_secs(30))
-            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     second.stop().await;
     let client = kafka();
