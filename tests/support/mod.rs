@@ -191,6 +191,8 @@ pub async fn produce(topic: &str, records: &[(String, Vec<u8>)]) -> Vec<(i32, i6
 /// A record read back from a topic, with its headers as text.
 #[derive(Debug, Clone)]
 pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: Vec<(String, String)>,
@@ -212,6 +214,8 @@ impl ReadRecord {
             })
             .unwrap_or_default();
         ReadRecord {
+            partition: msg.partition(),
+            offset: msg.offset(),
             key: msg.key().map(<[u8]>::to_vec),
             payload: msg.payload().unwrap_or_default().to_vec(),
             headers,
@@ -253,6 +257,9 @@ pub async fn read_records(topic: &str, count: usize, timeout: Duration) -> Vec<R
         .set("group.id", unique_name("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        // Dead-letter copies come close to 1 MB: fetch a whole partition
+        // at once rather than rely on refetching after a partial batch.
+        .set("max.partition.fetch.bytes", (16 << 20).to_string())
         .create()
         .unwrap();
     // Every partition from its start, assigned rather than subscribed: no
@@ -278,18 +285,49 @@ pub async fn read_records(topic: &str, count: usize, timeout: Duration) -> Vec<R
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
-        let msg = tokio::time::timeout_at(deadline, consumer.recv())
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "read {} of {count} records from {topic} before the timeout",
-                    out.len()
-                )
-            })
-            .unwrap();
-        out.push(ReadRecord::of(&msg));
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(msg) => out.push(ReadRecord::of(&msg.unwrap())),
+            Err(_) => panic!(
+                "read {} of {count} records from {topic} before the timeout; {}",
+                out.len(),
+                what_was_read(&consumer, topic, &out)
+            ),
+        }
     }
     out
+}
+
+/// For a failed read: each record read (partition, offset, size, reason)
+/// and each partition's watermarks, to tell a record never written from
+/// one not fetched.
+fn what_was_read(consumer: &StreamConsumer, topic: &str, read: &[ReadRecord]) -> String {
+    let records: Vec<String> = read
+        .iter()
+        .map(|r| {
+            format!(
+                "{}@{} {} B {}",
+                r.partition,
+                r.offset,
+                r.payload.len(),
+                r.header("tokenwatch.reason").unwrap_or("-")
+            )
+        })
+        .collect();
+    let watermarks: Vec<String> = partitions_of(consumer, topic)
+        .unwrap_or_default()
+        .into_iter()
+        .map(
+            |p| match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
+                Ok((low, high)) => format!("{p}: {low}..{high}"),
+                Err(e) => format!("{p}: {e}"),
+            },
+        )
+        .collect();
+    format!(
+        "read [{}]; partitions [{}]",
+        records.join(", "),
+        watermarks.join(", ")
+    )
 }
 
 /// Waits for a condition the system under test will reach, checking every
