@@ -49,6 +49,20 @@ impl DetectorKind {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// The finding kinds this detector reports (README, "Detection").
+    /// Policy rules name them in `with_findings`.
+    pub fn finding_kinds(self) -> &'static [&'static str] {
+        match self {
+            DetectorKind::Volume => &["mass_export", "volume_spike"],
+            DetectorKind::Geo => &["impossible_travel", "new_country"],
+            DetectorKind::Novelty => &["new_asn", "new_user_agent", "new_action_class"],
+            DetectorKind::Binding => &["outside_bound_cidr", "device_drift"],
+            DetectorKind::Scope => &["out_of_scope"],
+            DetectorKind::Expiry => &["expired"],
+            DetectorKind::Policy => &["rule"],
+        }
+    }
 }
 
 /// What to do about a token. Ordered: `None < Alert < Revoke`.

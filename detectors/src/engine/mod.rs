@@ -402,14 +402,25 @@ impl Engine {
                         .absorb(&event.issuer, principal, ts_s, state);
                 }
             }
+            debug_assert!(
+                findings
+                    .iter()
+                    .all(|f| f.detector.finding_kinds().contains(&f.kind)),
+                "a finding kind missing from DetectorKind::finding_kinds: {:?}",
+                findings.iter().map(|f| f.kind).collect::<Vec<_>>()
+            );
             if let Some(rules) = &rules {
+                // Rules with `with_findings` look at the detectors' findings
+                // on this event, not at each other's.
+                let detected = findings.len();
                 for (index, mask) in rules.masks.iter().enumerate() {
                     if mask
                         .as_ref()
                         .is_some_and(|m| m.is_valid(row) && m.value(row))
+                        && let Some(with) = self.policy.with_found(index, &findings[..detected])
                     {
                         let age = rules.token_age_s[row];
-                        findings.push(self.policy.finding(index, event, origin, age));
+                        findings.push(self.policy.finding(index, event, origin, age, &with));
                     }
                 }
             }

@@ -271,6 +271,7 @@ fn rule(name: &str, when: &str, action: crate::policy::RuleAction) -> crate::pol
         when: when.into(),
         action,
         when_degraded: None,
+        with_findings: Vec::new(),
         severity: crate::policy::Severity::Medium,
         description: None,
     }
@@ -331,6 +332,114 @@ fn a_rule_fails_closed_while_detection_is_degraded() {
         panic!("a weaker when_degraded must be refused");
     };
     assert!(problems[0].contains("at least as strict"), "{problems:?}");
+}
+
+/// The issue's example of failing closed: "an IAM write from a network new
+/// to this token" is a rule on the action with `with_findings = ["new_asn"]`.
+/// It alerts (revokes while degraded) on the write from a new network, and
+/// is silent on the same write from the token's own network.
+#[test]
+fn a_rule_with_findings_matches_only_with_the_detectors_finding() {
+    use crate::policy::RuleAction;
+    let mut iam_write = rule(
+        "iam_write_from_a_new_network",
+        "action LIKE 'iam:%' AND NOT (action LIKE 'iam:Get%' OR action LIKE 'iam:List%')",
+        RuleAction::Alert,
+    );
+    iam_write.with_findings = vec!["new_asn".into()];
+    iam_write.when_degraded = Some(RuleAction::Revoke);
+    let mut e = role_engine(0);
+    assert_eq!(e.reload_policy(std::slice::from_ref(&iam_write)), Ok(1));
+    // Two days of reads from London for two keys.
+    let mut history = Vec::new();
+    for minute in (0..2 * 24 * 60).step_by(10) {
+        for key in ["AKIAONE", "AKIATWO"] {
+            history.push(role_call(
+                T0_MS + minute * MIN_MS,
+                key,
+                london,
+                "Boto3/1.34",
+            ));
+        }
+    }
+    assert!(run(&mut e, history).decisions.is_empty());
+    let write = |key: &str, minute: i64, place: fn(Event) -> Event| {
+        let mut call = role_call(
+            T0_MS + 2 * DAY_MS + minute * MIN_MS,
+            key,
+            place,
+            "Boto3/1.34",
+        );
+        call.action = "iam:CreateAccessKey".into();
+        call
+    };
+    let rule_findings = |out: &DecisionOutput| -> Vec<schemas::Finding> {
+        out.decisions
+            .iter()
+            .flat_map(|d| d.findings.iter())
+            .filter(|f| f.kind == "rule")
+            .cloned()
+            .collect()
+    };
+
+    let home = run(&mut e, vec![write("AKIAONE", 1, london)]);
+    assert!(rule_findings(&home).is_empty(), "{:?}", home.decisions);
+    assert_eq!(
+        e.stats().policy.per_rule[0].matches,
+        0,
+        "the SQL matched, the rule did not"
+    );
+
+    let away = run(&mut e, vec![write("AKIAONE", 2, linkoping)]);
+    let found = rule_findings(&away);
+    assert_eq!(found.len(), 1, "{:?}", away.decisions);
+    assert_eq!(
+        found[0].evidence.facts["with_findings"],
+        serde_json::json!(["new_asn"])
+    );
+    assert!(
+        found[0].summary.ends_with("with new_asn"),
+        "{}",
+        found[0].summary
+    );
+    assert_eq!(found[0].action, Some(Action::Alert));
+    let kinds: Vec<&str> = away.decisions[0].findings.iter().map(|f| f.kind).collect();
+    assert!(kinds.contains(&"new_asn"), "{kinds:?}");
+    assert_eq!(e.stats().policy.per_rule[0].matches, 1);
+
+    // Degraded, the same write from a new network revokes; from home it
+    // still does nothing.
+    e.set_degraded(true);
+    let home = run(&mut e, vec![write("AKIATWO", 3, london)]);
+    assert!(rule_findings(&home).is_empty(), "{:?}", home.decisions);
+    let away = run(&mut e, vec![write("AKIATWO", 4, linkoping)]);
+    assert_eq!(
+        away.decisions[0].action,
+        Action::Revoke,
+        "{:?}",
+        away.decisions
+    );
+    assert_eq!(rule_findings(&away)[0].action, Some(Action::Revoke));
+
+    // Only detectors' finding kinds, each once.
+    for (kinds, problem) in [
+        (
+            vec!["new_asn", "new_asm"],
+            "\"new_asm\" is no detector's finding kind",
+        ),
+        (vec!["rule"], "\"rule\" is no detector's finding kind"),
+        (vec!["new_asn", "new_asn"], "\"new_asn\" is named twice"),
+    ] {
+        iam_write.with_findings = kinds.into_iter().map(Into::into).collect();
+        let Err(problems) = e.reload_policy(std::slice::from_ref(&iam_write)) else {
+            panic!("{:?} must be refused", iam_write.with_findings);
+        };
+        assert!(problems[0].contains(problem), "{problems:?}");
+        assert!(
+            problems[0].contains("known: mass_export, volume_spike"),
+            "{problems:?}"
+        );
+    }
 }
 
 #[test]

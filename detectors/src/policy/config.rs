@@ -36,6 +36,13 @@ pub struct RuleConfig {
     /// `revoke` for a rule that alerts. Must not be weaker than `action`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when_degraded: Option<RuleAction>,
+    /// Finding kinds of the detectors (`new_asn`, `new_country`,
+    /// `impossible_travel`...): when given, the rule matches an event only
+    /// if the detectors also found one of them on that same event. So
+    /// "an IAM write from a network new to this token" is `when` = the IAM
+    /// write and `with_findings = ["new_asn"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with_findings: Vec<String>,
     #[serde(default)]
     pub severity: Severity,
     /// Shown in the finding's summary.

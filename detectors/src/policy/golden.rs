@@ -12,16 +12,18 @@
 //! ```
 //!
 //! `event` is a canonical event; it may carry the enrichment (`country`,
-//! `asn`, ...) directly, and `token_age_s` sits beside it.
+//! `asn`, ...) directly, and `token_age_s` sits beside it, as do the
+//! detectors' `findings` on it (`["new_asn"]`) for a rule with
+//! `with_findings`.
 
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::Array;
 use schemas::decode::Decoder;
-use schemas::{Event, Fingerprinter, Format};
+use schemas::{Event, Evidence, Finding, Fingerprinter, Format};
 use serde::Deserialize;
 
-use super::{AnonymousDb, PolicySet, RuleFile, policy_batch};
+use super::{AnonymousDb, PolicySet, RuleFile, detector_finding, policy_batch};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +35,10 @@ pub struct Case {
     pub event: serde_json::Value,
     #[serde(default)]
     pub token_age_s: Option<i64>,
+    /// The detectors' findings on the event (`new_asn`...), for rules with
+    /// `with_findings`.
+    #[serde(default)]
+    pub findings: Vec<String>,
     /// Whether the rule must match.
     #[serde(rename = "match")]
     pub expect: bool,
@@ -159,7 +165,12 @@ pub fn run_file(path: &Path, anonymous: &AnonymousDb, report: &mut Report) {
     };
     for (case, label, row) in rows {
         let got = row.and_then(|(index, row)| match &masks[index] {
-            Some(mask) => Ok(mask.is_valid(row) && mask.value(row)),
+            Some(mask) => {
+                let detected = case_findings(&case.findings)?;
+                Ok(mask.is_valid(row)
+                    && mask.value(row)
+                    && set.with_found(index, &detected).is_some())
+            }
             None => Err("the rule failed on this batch (see the log)".to_string()),
         });
         report.outcomes.push(Outcome {
@@ -170,6 +181,24 @@ pub fn run_file(path: &Path, anonymous: &AnonymousDb, report: &mut Report) {
             got,
         });
     }
+}
+
+/// A case's `findings`, as the detectors would have reported them.
+fn case_findings(kinds: &[String]) -> Result<Vec<Finding>, String> {
+    kinds
+        .iter()
+        .map(|kind| {
+            let (detector, kind) = detector_finding(kind)
+                .ok_or_else(|| format!("findings: {kind:?} is no detector's finding kind"))?;
+            Ok(Finding::new(
+                detector,
+                kind,
+                0.5,
+                String::new(),
+                Evidence::default(),
+            ))
+        })
+        .collect()
 }
 
 /// A case's event: decoded as canonical JSON, then the enrichment fields

@@ -75,6 +75,43 @@ fn prefixed(problems: Vec<String>) -> Vec<String> {
         .collect()
 }
 
+/// `with_findings` names detector finding kinds, none twice; a policy
+/// rule's own finding (`rule`) is not one: rules do not see each other.
+fn check_with_findings(kinds: &[String]) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        if detector_finding(kind).is_none() {
+            problems.push(format!("{kind:?} is no detector's finding kind"));
+        } else if kinds[..i].contains(kind) {
+            problems.push(format!("{kind:?} is named twice"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        let known: Vec<&str> = detector_findings().map(|(_, kind)| kind).collect();
+        Err(format!(
+            "with_findings: {} (known: {})",
+            problems.join("; "),
+            known.join(", ")
+        ))
+    }
+}
+
+/// Every finding kind a detector reports, with its detector; a policy
+/// rule's own (`rule`) is not among them.
+fn detector_findings() -> impl Iterator<Item = (DetectorKind, &'static str)> {
+    DetectorKind::ALL
+        .into_iter()
+        .filter(|d| *d != DetectorKind::Policy)
+        .flat_map(|d| d.finding_kinds().iter().map(move |&kind| (d, kind)))
+}
+
+/// The detector that reports finding `kind`, and the kind's static name.
+pub(crate) fn detector_finding(kind: &str) -> Option<(DetectorKind, &'static str)> {
+    detector_findings().find(|(_, k)| *k == kind)
+}
+
 /// What rules see: the event schema plus `token_age_s`.
 pub fn policy_schema() -> SchemaRef {
     Arc::clone(&SCHEMA)
@@ -177,6 +214,10 @@ impl PolicySet {
                 ));
                 continue;
             }
+            if let Err(problem) = check_with_findings(&rule.with_findings) {
+                problems.push(format!("rule `{name}`: {problem}"));
+                continue;
+            }
             let planned = ctx
                 .parse_sql_expr(&rule.when, &df_schema)
                 .and_then(|expr| ctx.create_physical_expr(expr, &df_schema));
@@ -264,7 +305,11 @@ impl PolicySet {
                 match result {
                     Ok(array) => {
                         let mask = array.as_any().downcast_ref::<BooleanArray>()?.clone();
-                        rule.matches += mask.true_count() as u64;
+                        // A rule with `with_findings` is counted in
+                        // `with_found`, once the detectors have had a say.
+                        if rule.config.with_findings.is_empty() {
+                            rule.matches += mask.true_count() as u64;
+                        }
                         Some(mask)
                     }
                     Err(e) => {
@@ -279,13 +324,42 @@ impl PolicySet {
             .collect()
     }
 
-    /// The finding of rule `index` for one event.
+    /// Whether rule `index`, whose `when` matched an event, matches it
+    /// given what the detectors found on that event (`detected`): always
+    /// for a rule without `with_findings`, else when one of its kinds is
+    /// among them. Returns the kinds it was matched with.
+    pub fn with_found(&mut self, index: usize, detected: &[Finding]) -> Option<Vec<&'static str>> {
+        let rule = &mut self.rules[index];
+        let wanted = &rule.config.with_findings;
+        if wanted.is_empty() {
+            return Some(Vec::new());
+        }
+        let mut found: Vec<&'static str> = Vec::new();
+        for f in detected
+            .iter()
+            .filter(|f| f.detector != DetectorKind::Policy)
+        {
+            if wanted.iter().any(|w| w == f.kind) && !found.contains(&f.kind) {
+                found.push(f.kind);
+            }
+        }
+        if found.is_empty() {
+            return None;
+        }
+        rule.matches += 1;
+        Some(found)
+    }
+
+    /// The finding of rule `index` for one event, matched together with
+    /// the detectors' findings of kinds `with` (see
+    /// [`with_found`](Self::with_found)).
     pub fn finding(
         &self,
         index: usize,
         event: &Event,
         origin: &Origin,
         token_age_s: Option<i64>,
+        with: &[&'static str],
     ) -> Finding {
         let rule = &self.rules[index].config;
         let what = rule.description.as_deref().unwrap_or(&rule.when);
@@ -310,6 +384,10 @@ impl PolicySet {
             evidence = evidence.fact("token_age_s", age);
         }
         let mut summary = format!("rule {} matched: {what}", rule.name);
+        if !with.is_empty() {
+            evidence = evidence.fact("with_findings", with);
+            summary.push_str(&format!(", with {}", with.join(", ")));
+        }
         if let Some(strict) = strict {
             evidence = evidence.fact("degraded", true);
             summary.push_str(&format!(

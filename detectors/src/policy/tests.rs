@@ -9,6 +9,7 @@ fn rule(name: &str, when: &str) -> RuleConfig {
         when: when.into(),
         action: RuleAction::Alert,
         when_degraded: None,
+        with_findings: Vec::new(),
         severity: Severity::High,
         description: None,
     }
@@ -205,7 +206,13 @@ fn findings_carry_the_rule_its_severity_and_its_action() {
     r.description = Some("anything".into());
     let set = PolicySet::compile(&[r], &no_db()).unwrap();
     let origin = crate::testkit::origin(7);
-    let f = set.finding(0, &event("GET /", None, "8.8.8.8", 1), &origin, Some(42));
+    let f = set.finding(
+        0,
+        &event("GET /", None, "8.8.8.8", 1),
+        &origin,
+        Some(42),
+        &[],
+    );
     assert_eq!(
         (f.kind, f.score, f.action),
         ("rule", 1.0, Some(Action::Revoke))
@@ -214,4 +221,52 @@ fn findings_carry_the_rule_its_severity_and_its_action() {
     assert_eq!(f.evidence.facts["rule"], "r");
     assert_eq!(f.evidence.facts["token_age_s"], 42);
     assert_eq!(f.evidence.events[0].offset, 7);
+}
+
+/// Golden cases give a `with_findings` rule the detectors' findings on
+/// their event; a kind no detector reports is the case's error, not a
+/// silent "no match".
+#[test]
+fn golden_cases_give_the_detectors_findings() {
+    let dir = std::env::temp_dir().join(format!("tw-golden-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("with.toml");
+    let case = |name: &str, expect: bool, findings: &str| {
+        format!(
+            "[[cases]]\nrule = \"w\"\nname = \"{name}\"\nmatch = {expect}\nfindings = {findings}\n\
+             event = {{ ts = \"2026-01-05T10:00:00Z\", token_id = \"k\", issuer = \"api\", action = \"POST /admin\" }}\n"
+        )
+    };
+    let text = [
+        "[[rules]]\nname = \"w\"\nwhen = \"action LIKE 'POST %'\"\nwith_findings = [\"new_asn\", \"new_country\"]\n".to_string(),
+        case("new network", true, "[\"new_asn\"]"),
+        case("new country and client", true, "[\"new_user_agent\", \"new_country\"]"),
+        case("nothing found", false, "[]"),
+        case("another kind", false, "[\"volume_spike\"]"),
+        case("misspelt", false, "[\"new_asm\"]"),
+    ]
+    .concat();
+    std::fs::write(&path, text).unwrap();
+    let mut report = golden::Report::default();
+    golden::run_file(&path, &no_db(), &mut report);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let got: Vec<(&str, Result<bool, String>)> = report
+        .outcomes
+        .iter()
+        .map(|o| (o.case.as_str(), o.got.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("new network", Ok(true)),
+            ("new country and client", Ok(true)),
+            ("nothing found", Ok(false)),
+            ("another kind", Ok(false)),
+            (
+                "misspelt",
+                Err("findings: \"new_asm\" is no detector's finding kind".to_string())
+            ),
+        ]
+    );
 }
