@@ -44,7 +44,7 @@ impl PrivateBroker {
     }
 
     fn start() -> PrivateBroker {
-        let port = free_port_run(3);
+        let port = support::free_ports(3);
         let broker = PrivateBroker {
             port,
             home: support::temp_dir().join("kafka"),
@@ -66,25 +66,6 @@ impl Drop for PrivateBroker {
                 .env("KAFKA_PORT", self.port.to_string())
                 .env("KAFKA_HOME_DIR", &self.home)
                 .status();
-    }
-}
-
-/// The first of `n` consecutive free loopback ports.
-fn free_port_run(n: u16) -> u16 {
-    loop {
-        let first = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if first > u16::MAX - n {
-            continue;
-        }
-        let all_free =
-            (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok());
-        if all_free {
-            return first;
-        }
     }
 }
 

@@ -23,10 +23,7 @@ const FINGERPRINT_KEY: &str = "canary-test-fingerprint-key";
 const ADMIN_TOKEN: &str = "canary-admin-token";
 
 fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    ([127, 0, 0, 1], crate::support::free_ports(1)).into()
 }
 
 fn count(haystack: &[u8]) -> usize {

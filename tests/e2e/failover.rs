@@ -111,11 +111,7 @@ impl Cluster {
         let life = self.lives;
         self.lives += 1;
         let log = std::fs::File::create(self.log(life)).unwrap();
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let probe = support::free_ports(1);
         self.probes.push(probe);
         let child = support::tokenwatch()
             .args(["run", "-c"])

@@ -382,6 +382,39 @@ pub fn revoked_tokens(issuer: &revoker::testing::TestServer) -> Vec<String> {
     tokens
 }
 
+/// The first of `n` consecutive free loopback ports, below the kernel's
+/// ephemeral range, for a child process to listen on. A port from the
+/// ephemeral range could be handed to any client connection or `bind(0)` of
+/// the other tests before the child binds it, or while a restarted broker
+/// is down (CI saw "Address already in use"); one below it only to an
+/// explicit bind.
+pub fn free_ports(n: u16) -> u16 {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_start.saturating_sub(n));
+    assert!(
+        high > low + 1_000,
+        "the ephemeral port range starts at {ephemeral_start}: no room below it for a private broker"
+    );
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        ^ std::process::id();
+    for _ in 0..1_000 {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let first = low + (seed >> 8) as u16 % (high - low);
+        let all_free =
+            (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok());
+        if all_free {
+            return first;
+        }
+    }
+    panic!("no {n} consecutive free loopback ports in {low}..{high}");
+}
+
 /// A fresh directory under the system temp dir.
 pub fn temp_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(unique_name("tokenwatch-e2e"));
