@@ -363,7 +363,12 @@ impl KafkaSource {
             .set("linger.ms", "5")
             // One copy per produce batch: a batch of several could exceed
             // the topic's max.message.bytes although each copy fits it.
-            .set("batch.num.messages", "1");
+            .set("batch.num.messages", "1")
+            // One request in flight: see `SERIAL_IDEMPOTENT_WRITES`.
+            .set(
+                "max.in.flight.requests.per.connection",
+                crate::SERIAL_IDEMPOTENT_WRITES,
+            );
         producer_config.set(
             "message.max.bytes",
             (config.max_record_bytes + (64 << 10)).to_string(),

@@ -104,3 +104,16 @@ pub enum RunError {
     #[error("the stage after ingest stopped; the batch in hand stays unacknowledged")]
     DownstreamClosed,
 }
+
+/// `max.in.flight.requests.per.connection` for tokenwatch's idempotent
+/// producers whose topic can be brand new (dead letters, which the broker
+/// may auto-create on first write; the repartition topic and the state
+/// changelog, created at start). With several requests in flight, the
+/// first to a partition the broker has not finished creating fails and is
+/// retried, a later one is appended first, and the broker (no producer
+/// state yet) takes it as the first; the retried records are then never
+/// written, yet librdkafka reports them delivered (KAFKA-15591; the
+/// broker's fix is newer than the Kafka 4.1 we test on). CI lost a
+/// dead-letter copy that way. One request in
+/// flight keeps the order, so a retry comes before anything after it.
+pub const SERIAL_IDEMPOTENT_WRITES: &str = "1";

@@ -146,6 +146,10 @@ impl ChangelogWriter {
             .set("enable.idempotence", "true")
             .set("linger.ms", "20")
             .set("compression.type", "lz4")
+            .set(
+                "max.in.flight.requests.per.connection",
+                ingest::SERIAL_IDEMPOTENT_WRITES,
+            )
             // After a broker restart, an idempotent producer waits for its
             // in-flight records to time out before it can go on: with the
             // default 5 minutes, detection stalled that long. A record that

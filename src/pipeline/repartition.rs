@@ -41,6 +41,10 @@ impl Forwarder {
         c.set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
+            .set(
+                "max.in.flight.requests.per.connection",
+                ingest::SERIAL_IDEMPOTENT_WRITES,
+            )
             .set("message.timeout.ms", "15000");
         Ok(Forwarder {
             producer: c.create()?,
