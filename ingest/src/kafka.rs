@@ -141,6 +141,31 @@ impl ClientContext for IngestContext {
         self.metrics
             .consumer_lag
             .store(lag, std::sync::atomic::Ordering::Relaxed);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let since = &self.metrics.group_unsteady_since_ms;
+        let before = since.load(std::sync::atomic::Ordering::Relaxed);
+        since.store(
+            unsteady_since(before, statistics.cgrp.as_ref(), now_ms),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+/// Since when the consumer has not been a steady member of its group:
+/// `before` (0 for steady) carried on, `now_ms` when it just stopped being
+/// one, 0 again once it is. A report without group figures changes nothing.
+fn unsteady_since(
+    before: i64,
+    group: Option<&rdkafka::statistics::ConsumerGroup>,
+    now_ms: i64,
+) -> i64 {
+    match group {
+        None => before,
+        Some(g) if g.state == "up" && g.join_state == "steady" => 0,
+        Some(_) if before > 0 => before,
+        Some(_) => now_ms,
     }
 }
 
@@ -738,5 +763,35 @@ impl Loop<'_> {
 
     fn acknowledge(&mut self, seq: u64) {
         rebalance::acknowledge(&self.acks, &self.source.consumer, &self.source.metrics, seq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unsteady_since;
+    use rdkafka::statistics::ConsumerGroup;
+
+    fn group(state: &str, join_state: &str) -> ConsumerGroup {
+        ConsumerGroup {
+            state: state.into(),
+            join_state: join_state.into(),
+            ..ConsumerGroup::default()
+        }
+    }
+
+    #[test]
+    fn the_group_is_unsteady_from_the_first_report_saying_so_until_it_is_steady() {
+        let joining = group("up", "wait-join");
+        let no_coordinator = group("wait-coord", "init");
+        let steady = group("up", "steady");
+        assert_eq!(unsteady_since(0, Some(&steady), 1_000), 0);
+        assert_eq!(unsteady_since(0, Some(&joining), 2_000), 2_000);
+        assert_eq!(unsteady_since(2_000, Some(&no_coordinator), 7_000), 2_000);
+        assert_eq!(
+            unsteady_since(2_000, None, 12_000),
+            2_000,
+            "no figures: unchanged"
+        );
+        assert_eq!(unsteady_since(2_000, Some(&steady), 17_000), 0);
     }
 }

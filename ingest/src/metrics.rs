@@ -25,6 +25,11 @@ pub struct IngestMetrics {
     /// Records behind the end of the assigned partitions, from librdkafka's
     /// statistics every few seconds (a gauge; 0 until the first report).
     pub consumer_lag: AtomicI64,
+    /// Since when (epoch ms) the consumer has not been a steady member of
+    /// its group (joining, syncing, waiting for a coordinator), from the
+    /// same statistics; 0 while it is one. Such a consumer reads and
+    /// commits nothing new, yet shows no lag on partitions it lost.
+    pub group_unsteady_since_ms: AtomicI64,
     /// Records dead-lettered, by [`DecodeError::index`]. A bad record in a
     /// CloudTrail file counts alone.
     pub dead_lettered: [AtomicU64; DecodeError::REASONS.len()],

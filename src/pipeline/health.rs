@@ -1,5 +1,6 @@
 //! Detector health is a security signal: consumer lag, the dead-letter
-//! rate and the time a state restore takes have budgets. Going over one raises a `detector_degraded` system
+//! rate, the time a state restore takes and the time the consumer spends
+//! out of its group have budgets. Going over one raises a `detector_degraded` system
 //! alert (webhook, log, `tokenwatch_detector_degraded{reason}`); coming back
 //! under all of them raises `detector_recovered`. A flood of input or a
 //! broken producer must not blind tokenwatch quietly.
@@ -31,6 +32,11 @@ pub struct HealthConfig {
     /// this: the moved partitions' events wait meanwhile. `0s` turns it off.
     #[serde(default = "default_max_restore_time", with = "humantime_serde")]
     pub max_restore_time: Duration,
+    /// The consumer not a steady member of its group (joining, or without
+    /// a coordinator) for longer than this: it reads and commits nothing
+    /// new meanwhile, and its lag says nothing. `0s` turns it off.
+    #[serde(default = "default_max_rejoin_time", with = "humantime_serde")]
+    pub max_rejoin_time: Duration,
     /// How often the budgets are checked.
     #[serde(default = "default_check_interval", with = "humantime_serde")]
     pub check_interval: Duration,
@@ -38,6 +44,10 @@ pub struct HealthConfig {
 
 fn default_max_restore_time() -> Duration {
     Duration::from_secs(60)
+}
+
+fn default_max_rejoin_time() -> Duration {
+    Duration::from_secs(120)
 }
 
 fn default_max_consumer_lag() -> u64 {
@@ -58,6 +68,7 @@ impl Default for HealthConfig {
             max_consumer_lag: default_max_consumer_lag(),
             max_dead_letters_per_s: default_max_dead_letters_per_s(),
             max_restore_time: default_max_restore_time(),
+            max_rejoin_time: default_max_rejoin_time(),
             check_interval: default_check_interval(),
         }
     }
@@ -83,13 +94,15 @@ pub enum Reason {
     ConsumerLag = 0,
     DeadLetters = 1,
     RestoreTime = 2,
+    ConsumerGroup = 3,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 3] = [
+    pub const ALL: [Reason; 4] = [
         Reason::ConsumerLag,
         Reason::DeadLetters,
         Reason::RestoreTime,
+        Reason::ConsumerGroup,
     ];
 
     pub fn name(self) -> &'static str {
@@ -97,6 +110,7 @@ impl Reason {
             Reason::ConsumerLag => "consumer_lag",
             Reason::DeadLetters => "dead_letters",
             Reason::RestoreTime => "restore_time",
+            Reason::ConsumerGroup => "consumer_group",
         }
     }
 }
@@ -119,6 +133,8 @@ pub struct Figures {
     pub dead_lettered: u64,
     /// How long the running state restore has taken, if one runs.
     pub restoring_ms: Option<i64>,
+    /// How long the consumer has not been a steady group member, if so.
+    pub unsteady_ms: Option<i64>,
 }
 
 /// The budgets' state between checks; time is given, never read.
@@ -140,8 +156,23 @@ impl Health {
             lag,
             dead_lettered,
             restoring_ms,
+            unsteady_ms,
         } = figures;
         let mut over = Vec::new();
+        let rejoin_ms = config.max_rejoin_time.as_millis() as i64;
+        if let Some(ms) = unsteady_ms
+            && rejoin_ms > 0
+            && ms > rejoin_ms
+        {
+            over.push((
+                Reason::ConsumerGroup,
+                format!(
+                    "the consumer has not been a steady member of its group for {:.1}s, over the budget of {}s; it reads and commits nothing new meanwhile",
+                    ms as f64 / 1000.0,
+                    config.max_rejoin_time.as_secs_f64()
+                ),
+            ));
+        }
         let budget_ms = config.max_restore_time.as_millis() as i64;
         if let Some(ms) = restoring_ms
             && budget_ms > 0
@@ -223,6 +254,14 @@ pub async fn monitor(
             dead_lettered: metrics.dead_lettered_total()
                 + first.map_or(0, |m| m.dead_lettered_total()),
             restoring_ms: stats.restore().since_ms.map(|since| now_ms - since),
+            // The earliest of the hops' consumers not in their group.
+            unsteady_ms: [Some(&*metrics), first.map(|m| &**m)]
+                .into_iter()
+                .flatten()
+                .map(|m| m.group_unsteady_since_ms.load(Relaxed))
+                .filter(|&since| since > 0)
+                .min()
+                .map(|since| now_ms - since),
         };
         let change = health.check(&config, now_ms, figures);
         for reason in Reason::ALL {
@@ -280,6 +319,7 @@ mod tests {
             max_consumer_lag: 1000,
             max_dead_letters_per_s: 5.0,
             max_restore_time: Duration::from_secs(30),
+            max_rejoin_time: Duration::from_secs(60),
             check_interval: Duration::from_secs(1),
         }
     }
@@ -289,6 +329,7 @@ mod tests {
             lag,
             dead_lettered,
             restoring_ms: None,
+            unsteady_ms: None,
         }
     }
 
@@ -323,6 +364,34 @@ mod tests {
         assert!(!degraded(controls.recv().await));
         assert_eq!(kind(commands.recv().await), "detector_recovered");
         task.abort();
+    }
+
+    /// A consumer that cannot rejoin its group (after a broker restart, a
+    /// coordinator it cannot reach) reads nothing and shows no lag: only
+    /// this budget says so.
+    #[test]
+    fn a_consumer_out_of_its_group_too_long_degrades_until_it_rejoins() {
+        let (c, mut h) = (config(), Health::default());
+        let unsteady = |ms| Figures {
+            unsteady_ms: ms,
+            ..Figures::default()
+        };
+        assert_eq!(h.check(&c, 0, unsteady(Some(59_000))), None);
+        let Some(Change::Degraded(over)) = h.check(&c, 1000, unsteady(Some(61_000))) else {
+            panic!("degraded expected")
+        };
+        assert_eq!(over[0].0, Reason::ConsumerGroup);
+        assert!(over[0].1.contains("61.0s"), "{over:?}");
+        assert_eq!(h.check(&c, 2000, unsteady(Some(62_000))), None, "said once");
+        assert_eq!(h.check(&c, 3000, unsteady(None)), Some(Change::Recovered));
+        let off = HealthConfig {
+            max_rejoin_time: Duration::ZERO,
+            ..config()
+        };
+        assert_eq!(
+            Health::default().check(&off, 0, unsteady(Some(3_600_000))),
+            None
+        );
     }
 
     #[test]

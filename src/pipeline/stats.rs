@@ -40,7 +40,7 @@ pub struct FlowStats {
     pub last_reload_s: [std::sync::atomic::AtomicI64; 3],
     /// Whether each health budget is exceeded now, by
     /// [`health::Reason`](super::health::Reason) order.
-    pub degraded: [std::sync::atomic::AtomicBool; 3],
+    pub degraded: [std::sync::atomic::AtomicBool; super::health::Reason::ALL.len()],
     /// The state restore running now, if any.
     restore: Mutex<super::changelog::RestoreProgress>,
     /// The state changelog's counters, when it is on.

@@ -32,7 +32,8 @@ pub struct RuleConfig {
     #[serde(default)]
     pub action: RuleAction,
     /// A stricter action while detection is degraded (a health budget is
-    /// exceeded: lag, dead letters, a slow restore): fail closed, e.g.
+    /// exceeded: lag, dead letters, a slow restore, a consumer out of its
+    /// group): fail closed, e.g.
     /// `revoke` for a rule that alerts. Must not be weaker than `action`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when_degraded: Option<RuleAction>,
