@@ -16,6 +16,16 @@ use tokenwatch::scenario::Scenario;
 
 use crate::support::{self, unique_name, until};
 
+const WHSEC_VAR: &str = "TW_E2E_RESTART_WHSEC";
+const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 /// A broker started by `scripts/kafka` in a home of its own; stopped on
 /// drop, whatever happened.
 struct PrivateBroker {
@@ -90,6 +100,23 @@ async fn a_broker_restart_under_load_pauses_the_pipeline_and_loses_nothing() {
     );
     config.admin.enabled = false;
     config.detectors = support::scenario_detectors(&scenario, &dir);
+    // The outage takes the consumer out of its group for longer than this:
+    // detector_degraded{consumer_group}, then detector_recovered.
+    let hooks = TestServer::start(Reply::status(204)).await;
+    config.revoker.webhooks.push(revoker::WebhookConfig {
+        url: hooks.url("/hooks"),
+        secret_envs: vec![WHSEC_VAR.into()],
+        min_action: schemas::Action::Alert,
+        retry_schedule: vec![Duration::from_millis(200)],
+        timeout: Duration::from_secs(5),
+        allow_loopback: true,
+    });
+    config.health.max_rejoin_time = Duration::from_secs(5);
+    config.health.check_interval = Duration::from_millis(200);
+    config
+        .ingest
+        .properties
+        .insert("statistics.interval.ms".into(), "200".into());
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
         ClientConfig::new()
             .set("bootstrap.servers", broker.brokers())
@@ -113,6 +140,7 @@ async fn a_broker_restart_under_load_pauses_the_pipeline_and_loses_nothing() {
         .args(["run", "-c"])
         .arg(&path)
         .env("RUST_LOG", "info")
+        .env(WHSEC_VAR, WHSEC)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -123,6 +151,11 @@ async fn a_broker_restart_under_load_pauses_the_pipeline_and_loses_nothing() {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", broker.brokers())
         .set("enable.idempotence", "true")
+        // In order across the outage (see ingest::SERIAL_IDEMPOTENT_WRITES).
+        .set(
+            "max.in.flight.requests.per.connection",
+            ingest::SERIAL_IDEMPOTENT_WRITES,
+        )
         .set("message.timeout.ms", "10000")
         .create()
         .unwrap();
@@ -157,6 +190,7 @@ async fn a_broker_restart_under_load_pauses_the_pipeline_and_loses_nothing() {
     };
     // Down for a few seconds mid-load, then back on the same port and data.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let stopped_ms = now_ms();
     broker.script("stop");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
@@ -185,6 +219,38 @@ async fn a_broker_restart_under_load_pauses_the_pipeline_and_loses_nothing() {
     until("the five revocations", Duration::from_secs(30), || {
         support::revoked_tokens(&issuer) == attacks
     })
+    .await;
+    // The outage was said: out of its group since the stop (sent once the
+    // broker was back: alerts wait in the outbox topic), then back.
+    let system = || -> Vec<(String, i64, String)> {
+        support::webhook_messages(&hooks)
+            .iter()
+            .filter_map(|(_, body)| serde_json::from_slice::<serde_json::Value>(body).ok())
+            .filter(|p| p["type"] == "tokenwatch.system")
+            .map(|p| {
+                let d = &p["data"];
+                (
+                    d["kind"].as_str().unwrap_or_default().to_string(),
+                    d["ts_ms"].as_i64().unwrap_or_default(),
+                    d["message"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let out_of_group = |(kind, ts, message): &(String, i64, String)| {
+        kind == "detector_degraded" && *ts >= stopped_ms && message.contains("steady member")
+    };
+    until(
+        "detector_degraded (consumer group) after the stop, then detector_recovered",
+        Duration::from_secs(60),
+        || {
+            let seen = system();
+            seen.iter().position(out_of_group).is_some_and(|at| {
+                seen.iter()
+                    .any(|(kind, ts, _)| kind == "detector_recovered" && *ts >= seen[at].1)
+            })
+        },
+    )
     .await;
     assert!(support::terminate(&mut child).success());
     assert_eq!(
