@@ -433,9 +433,16 @@ impl IngestConfig {
 
     /// The librdkafka properties shared by the consumer and the producer:
     /// brokers, passed-through properties and those read from environment.
+    /// `statistics.interval.ms` is the ingest consumer's alone (its lag and
+    /// group figures): every other client would log its statistics.
     pub fn common_properties(&self) -> Vec<(String, String)> {
         let mut props = vec![("bootstrap.servers".to_string(), self.brokers.clone())];
-        props.extend(self.properties.iter().map(|(k, v)| (k.clone(), v.clone())));
+        props.extend(
+            self.properties
+                .iter()
+                .filter(|(k, _)| k.as_str() != STATISTICS_INTERVAL)
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         for (key, var) in &self.properties_from_env {
             if let Ok(value) = std::env::var(var) {
                 props.push((key.clone(), value));
@@ -444,6 +451,9 @@ impl IngestConfig {
         props
     }
 }
+
+/// librdkafka's statistics period: the ingest consumer's only.
+pub const STATISTICS_INTERVAL: &str = "statistics.interval.ms";
 
 fn topic_name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() || name.len() > 249 {
@@ -550,5 +560,17 @@ mod tests {
             );
         }
         assert_eq!(problems.len(), 8, "{problems:#?}");
+    }
+
+    /// Every client gets the passed-through properties but the statistics
+    /// period: a producer given it would log its statistics every period.
+    #[test]
+    fn the_statistics_period_is_the_consumers_alone() {
+        let c = parse(
+            "topics = [\"t\"]\n[properties]\n\"statistics.interval.ms\" = \"200\"\n\"security.protocol\" = \"SSL\"\n",
+        );
+        let common = c.common_properties();
+        assert!(common.iter().any(|(k, v)| k == "security.protocol" && v == "SSL"));
+        assert!(!common.iter().any(|(k, _)| k == STATISTICS_INTERVAL), "{common:?}");
     }
 }

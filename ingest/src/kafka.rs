@@ -350,10 +350,15 @@ impl KafkaSource {
                 consumer_config.set(name, value);
             }
         }
-        if !config.properties.contains_key("statistics.interval.ms") {
-            // Feeds the consumer-lag gauge.
-            consumer_config.set("statistics.interval.ms", "5000");
-        }
+        // Feeds the consumer-lag and group gauges; 5 s unless configured
+        // (only this client gets it: see `common_properties`).
+        consumer_config.set(
+            crate::config::STATISTICS_INTERVAL,
+            config
+                .properties
+                .get(crate::config::STATISTICS_INTERVAL)
+                .map_or("5000", String::as_str),
+        );
         if !config.properties.contains_key("auto.commit.interval.ms") {
             consumer_config.set("auto.commit.interval.ms", "1000");
         }
