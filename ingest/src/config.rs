@@ -570,7 +570,14 @@ mod tests {
             "topics = [\"t\"]\n[properties]\n\"statistics.interval.ms\" = \"200\"\n\"security.protocol\" = \"SSL\"\n",
         );
         let common = c.common_properties();
-        assert!(common.iter().any(|(k, v)| k == "security.protocol" && v == "SSL"));
-        assert!(!common.iter().any(|(k, _)| k == STATISTICS_INTERVAL), "{common:?}");
+        assert!(
+            common
+                .iter()
+                .any(|(k, v)| k == "security.protocol" && v == "SSL")
+        );
+        assert!(
+            !common.iter().any(|(k, _)| k == STATISTICS_INTERVAL),
+            "{common:?}"
+        );
     }
 }
