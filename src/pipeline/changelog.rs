@@ -141,20 +141,8 @@ impl ChangelogWriter {
         config: &ChangelogConfig,
         stats: Arc<ChangelogStats>,
     ) -> anyhow::Result<Self> {
-        let mut c = kafka.clone();
-        c.set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "20")
-            .set("compression.type", "lz4")
-            .set(
-                "max.in.flight.requests.per.connection",
-                ingest::SERIAL_IDEMPOTENT_WRITES,
-            )
-            // After a broker restart, an idempotent producer waits for its
-            // in-flight records to time out before it can go on: with the
-            // default 5 minutes, detection stalled that long. A record that
-            // times out is written again (`write`).
-            .set("message.timeout.ms", "15000");
+        let mut c = super::produce::producer_config(kafka, "20");
+        c.set("compression.type", "lz4");
         Ok(ChangelogWriter {
             producer: c.create()?,
             topic: config.topic.clone(),

@@ -10,6 +10,26 @@ use rdkafka::message::ToBytes;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tracing::warn;
 
+/// The settings of a producer to an internal topic: idempotent, every
+/// in-sync replica, one request in flight (see
+/// `ingest::SERIAL_IDEMPOTENT_WRITES`), `linger_ms` of batching. A record
+/// times out after 15 s and the batch is written again ([`retried`]): after
+/// a broker restart an idempotent producer waits for its in-flight records
+/// to time out before it can go on, and with librdkafka's default 5
+/// minutes detection stalled that long.
+pub fn producer_config(kafka: &rdkafka::ClientConfig, linger_ms: &str) -> rdkafka::ClientConfig {
+    let mut c = kafka.clone();
+    c.set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", linger_ms)
+        .set(
+            "max.in.flight.requests.per.connection",
+            ingest::SERIAL_IDEMPOTENT_WRITES,
+        )
+        .set("message.timeout.ms", "15000");
+    c
+}
+
 /// Queues `record`; while librdkafka's queue is full, waits for the
 /// records already queued first.
 pub async fn queue<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(

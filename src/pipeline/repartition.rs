@@ -37,15 +37,7 @@ pub struct Forwarder {
 
 impl Forwarder {
     pub fn build(kafka: &ClientConfig, topic: String) -> anyhow::Result<Self> {
-        let mut c = kafka.clone();
-        c.set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set(
-                "max.in.flight.requests.per.connection",
-                ingest::SERIAL_IDEMPOTENT_WRITES,
-            )
-            .set("message.timeout.ms", "15000");
+        let c = super::produce::producer_config(kafka, "5");
         Ok(Forwarder {
             producer: c.create()?,
             topic,
